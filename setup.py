@@ -1,0 +1,27 @@
+"""vit_jax: Vision Transformers in JAX/Flax for research."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="vit_jax",
+    version="0.1.0",
+    description="Config-driven Vision Transformer research in JAX/Flax",
+    packages=find_packages(include=["vit_jax", "vit_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10,<0.13",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.4,<0.3",
+        "orbax-checkpoint>=0.11,<0.14",
+        "ml-collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "numpy>=1.26",
+        "tensorflow-cpu>=2.17,<2.23",
+        "tensorflow-datasets>=4.9.6,<5",
+        "scikit-learn>=1.4",  # bundles the 8x8 digits set: the offline default dataset
+        "matplotlib>=3.8",
+        "pillow>=10",
+        "tqdm>=4.66",
+    ],
+    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+)
