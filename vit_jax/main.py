@@ -1,0 +1,68 @@
+"""Train a ViT from a config file.
+
+  python -m vit_jax.main --config=configs/quickstart.py --workdir=/tmp/run [--config.model.posemb=rope2d]
+
+Re-running the same command on the same workdir resumes from its latest checkpoint. Errors in the
+config, data or checkpoints print one line (`error: ...`) and exit with status 2.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints and logs (resumed if it exists)."
+)
+
+
+def _known_errors():
+    """Exception types that are the user's to fix: printed as one line, no traceback."""
+    from vit_jax.checkpointing import CheckpointError  # noqa: PLC0415
+    from vit_jax.config_validate import ConfigError  # noqa: PLC0415
+    from vit_jax.data import DataError  # noqa: PLC0415
+    from vit_jax.train import NonFiniteError  # noqa: PLC0415
+
+    return (ConfigError, DataError, CheckpointError, NonFiniteError, FileNotFoundError, ValueError)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; flags look like --config=FILE --workdir=DIR")
+    if not _WORKDIR.value:
+        fail(
+            "--workdir is required: the directory for checkpoints and logs, e.g. --workdir=/tmp/run"
+        )
+    config = _CONFIG.value
+    if config is None:
+        fail("--config is required, e.g. --config=configs/quickstart.py")
+    from vit_jax.train import train_and_evaluate  # noqa: PLC0415
+
+    try:
+        result = train_and_evaluate(config, _WORKDIR.value)
+    except _known_errors() as e:
+        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    if "top1" in result:
+        print(
+            f"final: eval top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
+            f"loss {result['loss']:.4f}  on {int(result['count'])} examples",
+            flush=True,
+        )
+
+
+def run() -> None:
+    """Entry point that turns flag-parsing errors (bad config path, bad override) into one line."""
+    try:
+        app.run(main)
+    except flags.Error as e:
+        fail(str(e).strip().splitlines()[0])
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,128 @@
+"""Run logging: a JSON-lines file, TensorBoard events, a console progress bar, a PNG of the curves."""
+
+import json
+import os
+import sys
+import time
+from typing import Dict
+
+import jax
+
+
+def _tb_writer(logdir: str):
+    """A tf.summary writer, or None where TensorFlow is absent (e.g. a GPU image without it)."""
+    try:
+        import tensorflow as tf  # noqa: PLC0415  (heavy, optional)
+    except ImportError:
+        return None
+    tf.config.set_visible_devices([], "GPU")
+    return tf.summary.create_file_writer(logdir)
+
+
+class MetricsLogger:
+    """Writes `workdir/metrics.jsonl`, `workdir/tb/` and, on close, `workdir/curves.png`.
+
+    Only process 0 writes; the others only keep time.
+    """
+
+    def __init__(self, workdir: str, total_steps: int, start_step: int, progress_bar: bool = True):
+        self.workdir = workdir
+        self.main = jax.process_index() == 0
+        self.jsonl = os.path.join(workdir, "metrics.jsonl")
+        self.tb = _tb_writer(os.path.join(workdir, "tb")) if self.main else None
+        self.bar = None
+        if self.main and progress_bar:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            self.bar = tqdm(
+                total=total_steps, initial=start_step, file=sys.stderr, dynamic_ncols=True
+            )
+        self._last = (time.perf_counter(), start_step)
+
+    def _write(self, split: str, step: int, metrics: Dict[str, float]) -> None:
+        if not self.main:
+            return
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        if self.tb is not None:
+            import tensorflow as tf  # noqa: PLC0415
+
+            with self.tb.as_default(step=step):
+                for k, v in metrics.items():
+                    tf.summary.scalar(f"{split}/{k}", v)
+
+    def images_per_second(self, step: int, batch_size: int) -> float:
+        now = time.perf_counter()
+        t0, s0 = self._last
+        self._last = (now, step)
+        return batch_size * (step - s0) / max(now - t0, 1e-9)
+
+    def train(self, step: int, metrics: Dict[str, float]) -> None:
+        self._write("train", step, metrics)
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}",
+                acc=f"{metrics['accuracy']:.3f}",
+                lr=f"{metrics['lr']:.2e}",
+                img_s=f"{metrics.get('images_per_sec', 0):.0f}",
+            )
+
+    def eval(self, step: int, metrics: Dict[str, float]) -> None:
+        self._write("eval", step, metrics)
+        self.print(
+            f"step {step}: eval loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}  "
+            f"top-5 {metrics['top5']:.4f}  ({int(metrics['count'])} examples)"
+        )
+
+    def print(self, message: str) -> None:
+        if not self.main:
+            return
+        if self.bar is not None:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.main:
+            if self.tb is not None:
+                self.tb.flush()
+            if os.path.exists(self.jsonl):
+                plot_curves(self.jsonl, os.path.join(self.workdir, "curves.png"))
+
+
+def read_metrics(path: str):
+    """Rows of a metrics.jsonl file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(jsonl_path: str, png_path: str) -> None:
+    """Training loss, train/eval accuracy and learning rate against step."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = read_metrics(jsonl_path)
+    train = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    axes[0].plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="eval")
+    axes[0].set_title("loss")
+    axes[1].plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train")
+    axes[1].plot([r["step"] for r in evals], [r["top1"] for r in evals], "o-", label="eval top-1")
+    axes[1].set_title("accuracy")
+    axes[2].plot([r["step"] for r in train], [r["lr"] for r in train])
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)

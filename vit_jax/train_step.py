@@ -1,0 +1,145 @@
+"""The jitted pieces of training: state creation, the train step, the eval step, losses.
+
+State is a plain dict pytree (`step`, `params`, `batch_stats`, `opt_state`, `rng`) so Orbax saves
+and restores it as is.
+"""
+
+import functools
+from typing import Any, Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import optax
+
+State = Dict[str, Any]
+
+
+# ------------------------------------------------------------------ losses
+def softmax_xent(logits, targets):
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def sigmoid_xent(logits, targets):
+    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
+
+
+def mse(outputs, targets):
+    return jnp.mean((outputs - targets) ** 2, axis=-1)
+
+
+LOSSES: Dict[str, Callable] = dict(softmax_xent=softmax_xent, sigmoid_xent=sigmoid_xent, mse=mse)
+
+
+def smooth(targets, amount: float):
+    """Label smoothing: `(1 - a) * y + a / C`."""
+    return targets * (1.0 - amount) + amount / targets.shape[-1] if amount else targets
+
+
+# ------------------------------------------------------------------ state
+def init_state(model, tx, image_shape, seed: int) -> State:
+    """Fresh state; call under `jax.jit(..., out_shardings=...)` to create it sharded."""
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = model.init(init_rng, jnp.zeros(image_shape, jnp.float32), train=False)
+    params = variables["params"]
+    return dict(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=dropout_rng,
+    )
+
+
+# ------------------------------------------------------------------ train step
+def _grads(model, loss_name, smoothing, params, batch_stats, images, targets, labels, rng):
+    """Loss, gradients, new batch statistics and accuracy for one micro-batch."""
+
+    def loss_fn(p):
+        variables = {"params": p, "batch_stats": batch_stats} if batch_stats else {"params": p}
+        mutable = ["batch_stats"] if batch_stats else []
+        logits, new = model.apply(
+            variables, images, train=True, rngs={"dropout": rng}, mutable=mutable
+        )
+        loss = LOSSES[loss_name](logits, smooth(targets, smoothing)).mean()
+        return loss, (logits, new.get("batch_stats", batch_stats))
+
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, grads, new_stats, acc
+
+
+def train_step(state: State, batch, *, model, tx, schedule, loss_name="softmax_xent",
+               label_smoothing=0.0, accum_steps=1, nan_policy="stop"):  # fmt: skip
+    """One optimizer update on `batch`, averaging gradients over `accum_steps` micro-batches.
+
+    Micro-batch i holds examples i, i + k, i + 2k, ... so each stays spread over all devices.
+    The dropout RNG is `fold_in(rng, step)`: a resumed run draws the same masks.
+    """
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    grad_fn = functools.partial(_grads, model, loss_name, label_smoothing)
+    images, targets, labels = batch["image"], batch["soft_label"], batch["label"]
+    if accum_steps == 1:
+        loss, grads, stats, acc = grad_fn(
+            state["params"], state["batch_stats"], images, targets, labels, rng
+        )
+    else:
+        split = lambda x: x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]).swapaxes(
+            0, 1
+        )
+
+        def body(carry, micro):
+            g_sum, l_sum, a_sum, stats, i = carry
+            loss_i, g, stats, a = grad_fn(
+                state["params"], stats, *micro, jax.random.fold_in(rng, i)
+            )
+            g_sum = jax.tree.map(jnp.add, g_sum, g)
+            return (g_sum, l_sum + loss_i, a_sum + a, stats, i + 1), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state["params"])
+        init = (zeros, 0.0, 0.0, state["batch_stats"], 0)
+        (grads, loss, acc, stats, _), _ = jax.lax.scan(
+            body, init, (split(images), split(targets), split(labels))
+        )
+        grads = jax.tree.map(lambda g: g / accum_steps, grads)
+        loss, acc = loss / accum_steps, acc / accum_steps
+
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = dict(
+        step=state["step"] + 1,
+        params=params,
+        batch_stats=stats,
+        opt_state=opt_state,
+        rng=state["rng"],
+    )
+    if nan_policy == "skip":  # keep the old weights; the step counter still advances
+        keep = lambda n, o: jnp.where(finite, n, o)
+        for k in ("params", "batch_stats", "opt_state"):
+            new[k] = jax.tree.map(keep, new[k], state[k])
+    metrics = dict(
+        loss=loss, accuracy=acc, grad_norm=grad_norm, lr=schedule(state["step"]), finite=finite
+    )
+    return new, metrics
+
+
+# ------------------------------------------------------------------ eval step
+def eval_step(state: State, batch, *, model, loss_name="softmax_xent"):
+    """Sums over the valid (mask=True) examples of `batch`: loss, top-1, top-5 hits and count."""
+    variables = {"params": state["params"]}
+    if state["batch_stats"]:
+        variables["batch_stats"] = state["batch_stats"]
+    logits = model.apply(variables, batch["image"], train=False)
+    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+    onehot = jax.nn.one_hot(labels, logits.shape[-1])
+    loss = LOSSES[loss_name](logits, onehot)
+    top1 = jnp.argmax(logits, -1) == labels
+    k = min(5, logits.shape[-1])
+    topk = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
+    return dict(
+        loss=jnp.sum(loss * mask),
+        top1=jnp.sum(top1 * mask),
+        top5=jnp.sum(topk * mask),
+        count=jnp.sum(mask),
+    )
