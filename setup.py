@@ -22,6 +22,7 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10",
         "tqdm>=4.66",
+        "tensorboard>=2.17",  # tf.summary writes event files only with it installed
     ],
     extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
 )

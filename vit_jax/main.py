@@ -6,10 +6,13 @@ Re-running the same command on the same workdir resumes from its latest checkpoi
 config, data or checkpoints print one line (`error: ...`) and exit with status 2.
 """
 
+import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines drown the progress bar
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string(
@@ -33,6 +36,7 @@ def fail(message: str) -> None:
 
 
 def main(argv) -> None:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --config=FILE --workdir=DIR")
     if not _WORKDIR.value:

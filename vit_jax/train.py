@@ -101,8 +101,12 @@ def _check_finite(metrics, step: int, config, last_saved: Optional[int]) -> None
         )
 
 
-def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
+def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
+
+    `stop_at` ends the run after that step with a checkpoint, as a preemption would (for tests and
+    for splitting a long run into jobs).
+    """
     # ----------------------------------------------------------------- devices and config
     init_distributed(config)
     validate(config)
@@ -181,16 +185,15 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
                 result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
                 logger.eval(step, result)
                 ckpt.save_best(step, state, result["top1"])
-            if step % config.checkpoint_every == 0 or final or guard.signal is not None:
+            stopping = guard.signal is not None or step == stop_at
+            if step % config.checkpoint_every == 0 or final or stopping:
                 _check_finite(metrics, step, config, last_saved)
                 ckpt.save(step, state, force=True)
                 last_saved = step
-            if guard.signal is not None:
-                logger.print(
-                    f"received signal {guard.signal}: saved checkpoint at step {step}; "
-                    "rerun the same command to resume"
-                )
-                result = {"preempted_at": step}
+            if stopping:
+                why = f"received signal {guard.signal}" if guard.signal is not None else "stop_at"
+                logger.print(f"{why}: saved checkpoint at step {step}; rerun the same command to resume")
+                result = {"stopped_at": step}
                 break
     finally:
         guard.restore()
