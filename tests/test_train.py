@@ -98,7 +98,7 @@ def test_two_processes_match_one(tmp_path):
             )  # fmt: skip
         )
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (o, e) in zip(procs, outs):
+    for p, (_, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
     one = json.loads(single.stdout.strip().splitlines()[-1])
     two = json.loads(outs[0][0].strip().splitlines()[-1])

@@ -25,13 +25,6 @@ def decay_mask(params):
     return flax.traverse_util.unflatten_dict({k: k[-1] == "kernel" for k in flat})
 
 
-def trainable_mask(params, freeze_encoder: bool):
-    """True where parameters train: everything, or only `head`/`pre_logits` for a linear probe."""
-    flat = flax.traverse_util.flatten_dict(params)
-    keep = lambda k: not freeze_encoder or k[0] in ("head", "pre_logits")
-    return flax.traverse_util.unflatten_dict({k: keep(k) for k in flat})
-
-
 def make_optimizer(config, params=None) -> optax.GradientTransformation:
     """Global-norm clipping, then the optimizer with decoupled, masked weight decay."""
     lr = make_schedule(config)
@@ -53,6 +46,8 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
     if config.freeze_encoder:
         if params is None:
             raise ValueError("make_optimizer needs params to build the freeze_encoder mask")
+        from vit_jax.finetune import trainable_mask  # noqa: PLC0415
+
         labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask(params, True))
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx

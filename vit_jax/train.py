@@ -101,6 +101,20 @@ def _check_finite(metrics, step: int, config, last_saved: Optional[int]) -> None
         )
 
 
+def _init_from_pretrained(config, model, tx, state, shardings):
+    """Replaces fresh params with a pretrained checkpoint's (new head, resized posemb)."""
+    from vit_jax import finetune  # noqa: PLC0415
+
+    params = finetune.load_pretrained(
+        config.init_from.path, model, (config.image_size, config.image_size),
+        fmt=config.init_from.format, skip_head=config.init_from.skip_head,
+        method=config.init_from.posemb_resize, seed=config.seed,
+    )  # fmt: skip
+    state["params"] = jax.device_put(params, shardings["params"])
+    state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
+    return state
+
+
 def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
 
@@ -192,7 +206,9 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 last_saved = step
             if stopping:
                 why = f"received signal {guard.signal}" if guard.signal is not None else "stop_at"
-                logger.print(f"{why}: saved checkpoint at step {step}; rerun the same command to resume")
+                logger.print(
+                    f"{why}: saved checkpoint at step {step}; rerun the same command to resume"
+                )
                 result = {"stopped_at": step}
                 break
     finally:
