@@ -148,14 +148,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     else:
         state = jax.jit(init, out_shardings=shardings)()
         if config.init_from.path:
-            from vit_jax import finetune  # noqa: PLC0415
-
-            params = finetune.init_params_from_config(config, model, state["params"])
-            state = jax.jit(init, out_shardings=shardings)()
-            state["params"] = jax.device_put(params, shardings["params"])
-            state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(
-                state["params"]
-            )
+            state = _init_from_pretrained(config, model, tx, state, shardings)
     start = int(jax.device_get(state["step"]))
 
     # ----------------------------------------------------------------- jitted steps
