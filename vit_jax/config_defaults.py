@@ -47,6 +47,7 @@ def aug_defaults() -> ml_collections.ConfigDict:
         dict(
             crop_area_min=0.08,
             crop_area_max=1.0,
+            crop_aspect=(3 / 4, 4 / 3),
             flip=True,
             randaug_n=0,
             randaug_m=10,
@@ -74,7 +75,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 256
     c.shuffle_buffer = 10_000
     c.prefetch = 2
-    c.skip_corrupt = False
+    c.skip_corrupt = False  # True: skip and count unreadable images instead of failing
+    c.download = False  # tfds only: allow downloading/preparing the dataset
+    c.data_threads = ml_collections.FieldReference(None, field_type=int)  # None: all cores
+    c.image_key = "image"  # tfds feature names
+    c.label_key = "label"
     c.aug = aug_defaults()
     c.model = model_defaults()
 

@@ -1,7 +1,10 @@
 """Types shared by every part of the input pipeline: the error users see and dataset metadata."""
 
 import dataclasses
-from typing import Tuple
+import re
+from typing import Optional, Tuple
+
+Shard = Tuple[int, int]  # (process index, process count): the part of a split a process reads.
 
 
 class DataError(ValueError):
@@ -12,7 +15,7 @@ class DataError(ValueError):
     """
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +34,20 @@ class DatasetInfo:
 
 
 def first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception message (tf/tfds messages span many lines)."""
-    for line in str(error).splitlines():
+    """The first line of an exception message, without TF's "{{function_node ...}}" noise."""
+    text = re.sub(r"\{\{.*?\}\}|\[Op:.*?\].*", "", str(error))
+    for line in text.splitlines():
         if line.strip():
             return line.strip()
     return type(error).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    """Settings some sources need; see `config.DataConfig` for their meaning."""
+
+    data_dir: Optional[str] = None
+    download: bool = False
+    skip_corrupt: bool = False
+    image_key: str = "image"
+    label_key: str = "label"
