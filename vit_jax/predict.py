@@ -1,0 +1,147 @@
+"""Use a trained ViT: top-k classes of image files, a split's accuracy, an attention map, npz export.
+
+  python -m vit_jax.predict --workdir=/tmp/run [--top_k=5] digit.png cat.jpg
+  python -m vit_jax.predict --checkpoint=/tmp/run/checkpoints/600 --split=test
+  python -m vit_jax.predict --checkpoint=model.npz --config=configs/quickstart.py digit.png
+  python -m vit_jax.predict --workdir=/tmp/run --attention_map=map.png digit.png
+  python -m vit_jax.predict --workdir=/tmp/run --export_npz=model.npz    # e.g. for timm
+
+Images get the eval preprocessing of the run's config, so predictions match evaluation. Errors (a
+missing run, checkpoint or image, an unreadable image) print one line (`error: ...`) and exit with 2.
+"""
+
+import functools
+import os
+import sys
+from typing import List, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines bury the output
+
+from absl import flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+# Private flags, so this CLI and `vit_jax.main` (which also has --config/--workdir) import side by side.
+FLAGS = flags.FlagValues()
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config file of the model (required with an .npz checkpoint).",
+    flag_values=FLAGS,
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A training run's directory; its latest checkpoint is used.", flag_values=FLAGS
+)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "An Orbax step directory (WORKDIR/checkpoints/N) or an exported .npz file.",
+    flag_values=FLAGS,
+)  # fmt: skip
+_TOP_K = flags.DEFINE_integer(
+    "top_k", 5, "Classes printed per image.", lower_bound=1, flag_values=FLAGS
+)
+_SPLIT = flags.DEFINE_string(
+    "split",
+    None,
+    "Evaluate a split of the run's dataset, e.g. test or train[:10%].",
+    flag_values=FLAGS,
+)
+_ATTENTION_MAP = flags.DEFINE_string(
+    "attention_map", None, "Write the attention-rollout overlay of the (one) image to this PNG.",
+    flag_values=FLAGS,
+)  # fmt: skip
+_EXPORT_NPZ = flags.DEFINE_string(
+    "export_npz", None, "Write the run's params to this .npz (vit_jax layout, read by timm).",
+    flag_values=FLAGS,
+)  # fmt: skip
+
+
+class UsageError(ValueError):
+    """Flags that do not make a request."""
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs the CLI on `argv` (program name first, as `sys.argv`).
+
+    Returns:
+      The exit status: 0, or 2 after printing `error: ...` (one line) to stderr.
+    """
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
+    if "--help" in argv or "-h" in argv:
+        print(__doc__ + "\n" + FLAGS.get_help())
+        return 0
+    try:
+        FLAGS.unparse_flags()  # parse afresh on every call (tests call main repeatedly)
+        images = FLAGS(list(argv))[1:]
+        _run(images)
+    except (
+        flags.Error,
+        ValueError,
+        FileNotFoundError,
+    ) as e:  # ValueError: Config/Data/CheckpointError
+        lines = str(e).strip().splitlines()
+        print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def _run(images: List[str]) -> None:
+    if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
+        raise UsageError("give exactly one of --workdir=DIR or --checkpoint=PATH")
+    if not (images or _SPLIT.value or _EXPORT_NPZ.value):
+        raise UsageError("nothing to do: give image files, --split=NAME or --export_npz=PATH")
+    if _ATTENTION_MAP.value and len(images) != 1:
+        raise UsageError(f"--attention_map takes exactly one image file, got {len(images)}")
+    for path in images:  # before the (slow) model load
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file {path} does not exist")
+
+    from vit_jax import inference  # noqa: PLC0415  (JAX and TensorFlow load here, after the flags)
+
+    model, variables, config, class_names = inference.load_run(
+        _WORKDIR.value or _CHECKPOINT.value, _CONFIG.value
+    )
+    if _EXPORT_NPZ.value:
+        from vit_jax.checkpoints import export_npz  # noqa: PLC0415
+
+        print(f"wrote {export_npz(variables['params'], _EXPORT_NPZ.value)}")
+    if images:
+        _predict(model, variables, config, class_names, images)
+    if _SPLIT.value:
+        _evaluate(model, variables, config, _SPLIT.value)
+
+
+def _predict(model, variables, config, class_names, paths: List[str]) -> None:
+    """Prints each image's top-k classes; writes the attention map if asked."""
+    from vit_jax import inference  # noqa: PLC0415
+
+    inputs, originals = inference.load_images(paths, config)
+    probs = inference.predict_probs(model, variables, inputs, config.loss)
+    for path, top in zip(paths, inference.top_k(probs, _TOP_K.value, class_names)):
+        print(path)
+        for name, p in top:
+            print(f"  {p:.6f}  {name}")
+    if _ATTENTION_MAP.value:
+        from vit_jax import rollout  # noqa: PLC0415
+
+        heat = rollout.rollout_heatmap(model, variables, inputs)[0]
+        print(f"wrote {rollout.save_overlay(originals[0], heat, _ATTENTION_MAP.value)}")
+
+
+def _evaluate(model, variables, config, split: str) -> None:
+    """Prints top-1/top-5/loss over every example of `split`, as the trainer's eval computes them."""
+    import jax  # noqa: PLC0415
+
+    from vit_jax import data, train  # noqa: PLC0415
+    from vit_jax import sharding as shd  # noqa: PLC0415
+    from vit_jax import train_step as ts  # noqa: PLC0415
+
+    eval_fn = jax.jit(functools.partial(ts.eval_step, model=model, loss_name=config.loss))
+    state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+    m = train.evaluate(eval_fn, state, data.eval_iterator(config, split), shd.make_mesh())
+    print(
+        f"{split}: top-1 {m['top1']:.6f}  top-5 {m['top5']:.6f}  loss {m['loss']:.6f}  "
+        f"on {int(m['count'])} examples"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
