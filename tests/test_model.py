@@ -39,7 +39,9 @@ def test_parameter_counts_match_the_paper_models(variant, count):
 
 def test_parameter_names_and_shapes_match_google_checkpoints():
     model = vit_jax.create_model("B/16", 1000, representation_size=768)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))["params"]
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))[
+        "params"
+    ]
     flat = {"/".join(k): v.shape for k, v in flax.traverse_util.flatten_dict(shapes).items()}
     assert flat["embedding/kernel"] == (16, 16, 3, 768)
     assert flat["cls"] == (1, 1, 768)
@@ -66,9 +68,7 @@ def test_output_shapes_for_every_posemb_pool_norm(dtype):
         model = vit_jax.create_model(
             "Ti/4", 5, posemb=pe, pool=pool, norm=norm, dtype=dtype, **TINY
         )
-        out, _ = jax.eval_shape(
-            lambda m=model: m.init_with_output(jax.random.PRNGKey(0), x)
-        )
+        out, _ = jax.eval_shape(lambda m=model: m.init_with_output(jax.random.PRNGKey(0), x))
         if pool == "none":
             tokens = 6 + (0 if pool != "token" else 1)
             assert out.shape == (2, tokens, 5), (pe, pool, norm)
@@ -82,7 +82,9 @@ def test_every_posemb_runs_in_bfloat16_and_float32(posemb):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
     outs = {}
     for dtype in ("float32", "bfloat16"):
-        model = vit_jax.create_model("Ti/4", 3, posemb=posemb, dtype=dtype, head_bias_init=0.0, **TINY)
+        model = vit_jax.create_model(
+            "Ti/4", 3, posemb=posemb, dtype=dtype, head_bias_init=0.0, **TINY
+        )
         model = model.clone(num_classes=0)  # features, so the zero-init head does not hide errors
         v = model.init(jax.random.PRNGKey(1), x)
         leaf = jax.tree.leaves(v["params"])[0]
@@ -104,6 +106,9 @@ def test_attention_paths_equal_a_naive_numpy_implementation():
     np.testing.assert_allclose(weights, w, atol=1e-6)
     fused = jax.nn.dot_product_attention(q, k, v, implementation="xla")
     np.testing.assert_allclose(fused, expect, atol=1e-5)
+    # The odd-length padding used for cuDNN (5 tokens → 6, the extra key masked) changes nothing.
+    np.testing.assert_allclose(attention.even_length_attention(q, k, v, "xla"), expect, atol=1e-5)
+    np.testing.assert_allclose(attention.fused_attention(q, k, v), expect, atol=1e-5)
 
 
 def test_model_attn_impls_agree_and_naive_records_attention_maps():
@@ -140,7 +145,9 @@ def test_gap_without_posemb_is_invariant_to_permuting_patches():
     v = model.init(jax.random.PRNGKey(1), x)
     patches = x.reshape(1, 2, 4, 3, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(1, 6, 4, 4, 3)
     perm = np.array([4, 0, 5, 2, 1, 3])
-    shuffled = patches[:, perm].reshape(1, 2, 3, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(x.shape)
+    shuffled = (
+        patches[:, perm].reshape(1, 2, 3, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(x.shape)
+    )
     assert not np.allclose(shuffled, x)
     np.testing.assert_allclose(model.apply(v, shuffled), model.apply(v, x), atol=1e-5)
     # With a position embedding the same permutation changes the output.
@@ -154,7 +161,9 @@ def test_batchnorm_updates_stats_in_training_and_uses_them_in_eval():
     v = model.init(jax.random.PRNGKey(1), x)
     stats = v["batch_stats"]["Transformer"]["encoderblock_0"]["LayerNorm_0"]
     np.testing.assert_array_equal(stats["mean"], 0.0)
-    _, new = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
+    _, new = model.apply(
+        v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)}
+    )
     new_stats = new["batch_stats"]["Transformer"]["encoderblock_0"]["LayerNorm_0"]
     assert not np.allclose(new_stats["mean"], 0.0)
     # Eval uses running statistics: different stats give different outputs, and eval is deterministic.
@@ -172,9 +181,12 @@ def test_batchnorm_running_mean_formula():
     _, new = model.apply(v, x, train=True, mutable=["batch_stats"])
     # The first norm sees the patch embedding (+ CLS = 0): mean over batch and tokens.
     p = v["params"]
-    emb = jax.lax.conv_general_dilated(
-        x, p["embedding"]["kernel"], (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    ) + p["embedding"]["bias"]
+    emb = (
+        jax.lax.conv_general_dilated(
+            x, p["embedding"]["kernel"], (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + p["embedding"]["bias"]
+    )
     tokens = jnp.concatenate([jnp.zeros((4, 1, 16)), emb.reshape(4, 4, 16)], axis=1)
     got = new["batch_stats"]["Transformer"]["encoderblock_0"]["LayerNorm_0"]["mean"]
     np.testing.assert_allclose(got, 0.1 * tokens.mean((0, 1)), rtol=1e-4, atol=1e-6)

@@ -37,7 +37,9 @@ def test_sincos1d_matches_closed_form():
 
 def _rope_apply(name, grid, heads=2, head_dim=8, num_prefix=0, seed=0):
     module = posemb.POSEMB.get(name)(num_heads=heads)
-    qk = jax.random.normal(jax.random.PRNGKey(seed), (1, num_prefix + grid[0] * grid[1], heads, head_dim))
+    qk = jax.random.normal(
+        jax.random.PRNGKey(seed), (1, num_prefix + grid[0] * grid[1], heads, head_dim)
+    )
     variables = module.init(jax.random.PRNGKey(1), qk, grid, num_prefix)
     return lambda t: module.apply(variables, t, grid, num_prefix), qk
 
@@ -46,7 +48,9 @@ def _rope_apply(name, grid, heads=2, head_dim=8, num_prefix=0, seed=0):
 def test_rope_preserves_norms_and_leaves_prefix(name):
     fn, qk = _rope_apply(name, (3, 4), num_prefix=1)
     out = fn(qk)
-    np.testing.assert_allclose(jnp.linalg.norm(out, axis=-1), jnp.linalg.norm(qk, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(out, axis=-1), jnp.linalg.norm(qk, axis=-1), rtol=1e-5
+    )
     np.testing.assert_array_equal(out[:, 0], qk[:, 0])  # CLS is not rotated
     assert not np.allclose(out[:, 2:], qk[:, 2:])  # patches are
 
@@ -66,8 +70,12 @@ def test_rope_scores_depend_only_on_relative_offset(name):
         return y * grid[1] + x
 
     # (0,0)->(1,2) and (2,1)->(3,3) have the same offset (+1, +2): equal scores.
-    np.testing.assert_allclose(scores[:, idx(0, 0), idx(1, 2)], scores[:, idx(2, 1), idx(3, 3)], rtol=1e-5)
-    np.testing.assert_allclose(scores[:, idx(3, 3), idx(0, 1)], scores[:, idx(3, 2), idx(0, 0)], rtol=1e-5)
+    np.testing.assert_allclose(
+        scores[:, idx(0, 0), idx(1, 2)], scores[:, idx(2, 1), idx(3, 3)], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        scores[:, idx(3, 3), idx(0, 1)], scores[:, idx(3, 2), idx(0, 0)], rtol=1e-5
+    )
     # A different offset gives a different score.
     assert not np.allclose(scores[:, idx(0, 0), idx(1, 2)], scores[:, idx(0, 0), idx(2, 1)])
 
@@ -78,10 +86,13 @@ def test_rope2d_is_identity_at_origin_and_matches_formula():
     np.testing.assert_allclose(out[:, 0], qk[:, 0], atol=1e-6)  # position (0, 0)
     # Position (x=1, y=0): the first hd/4 pairs rotate by 1 * f_i, f_i = 100^(-4i/hd); y-pairs not at all.
     angles = posemb.axial_angles((2, 2), 8)
-    np.testing.assert_allclose(angles[1], [1.0, 100 ** -0.5, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(angles[1], [1.0, 100**-0.5, 0.0, 0.0], rtol=1e-6)
     x1, x2 = qk[0, 1, 0, :4], qk[0, 1, 0, 4:]
     expect = np.concatenate(
-        [x1 * np.cos(angles[1]) - x2 * np.sin(angles[1]), x1 * np.sin(angles[1]) + x2 * np.cos(angles[1])]
+        [
+            x1 * np.cos(angles[1]) - x2 * np.sin(angles[1]),
+            x1 * np.sin(angles[1]) + x2 * np.cos(angles[1]),
+        ]
     )
     np.testing.assert_allclose(out[0, 1, 0], expect, rtol=1e-5, atol=1e-6)
 

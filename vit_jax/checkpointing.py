@@ -4,9 +4,14 @@ Orbax writes each step into a temporary directory and renames it when complete, 
 mid-write (even `kill -9` during an asynchronous save) leaves no step that `latest_step()` picks up.
 """
 
+import gc
 import json
+import logging
 import os
-from typing import Any, Dict, Optional
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,7 +37,10 @@ class Checkpointer:
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True
         )
-        self.manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=opts)
+        self.manager = ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"), options=opts,
+            item_handlers=ocp.StandardCheckpointHandler(),  # so item_metadata() works before restore
+        )  # fmt: skip
         self.best = None
         if keep_best:
             best_opts = ocp.CheckpointManagerOptions(
@@ -45,16 +53,18 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def restore(self, abstract_state, step: Optional[int] = None):
-        """Restores `step` (default: latest) into the structure/shardings of `abstract_state`."""
+        """Restores `step` (default: latest) into the structure/shardings of `abstract_state`.
+
+        Raises:
+          CheckpointError (one line) when the checkpoint does not fit the model or is corrupt.
+        """
         step = self.latest_step() if step is None else step
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-        except Exception as e:  # Orbax raises many types; the user needs one line.
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"cannot restore checkpoint step {step} from {self.manager.directory}: {msg} "
-                "(is it from a different model, or truncated? use a new --workdir)"
-            ) from None
+        path = os.path.join(str(self.manager.directory), str(step))
+        saved = _quietly(lambda: _shapes(self.manager.item_metadata(step)), path)
+        _check_fits(saved, _shapes(abstract_state), path)
+        return _quietly(
+            lambda: self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), path
+        )
 
     def save(self, step: int, state, force: bool = False) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
@@ -70,6 +80,70 @@ class Checkpointer:
                 m.close()
 
 
+def _shapes(tree) -> Dict[str, tuple]:
+    """{"params.Transformer.encoder_norm.scale": (16,), ...} of a state or its checkpoint metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey (optax namedtuples)
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _first_line(error: BaseException) -> str:
+    """A short first line of an Orbax/TensorStore error (theirs go on to dump whole specs)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line.split(". ")[0][:300]  # the first sentence; the rest is a TensorStore spec or advice
+
+
+def _check_fits(saved: Dict[str, tuple], wanted: Dict[str, tuple], path: str) -> None:
+    """Compares array names and shapes with the checkpoint's metadata, before reading any data.
+
+    A mismatch found by Orbax mid-restore gives a message without the array's name, so a
+    different architecture is caught here instead.
+    """
+    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if diff:
+        k = next((k for k in diff if k.startswith("params.")), diff[0])
+        shape = lambda s: "absent" if s is None else f"shape {s}"
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: {k} is {shape(saved.get(k))} in the "
+            f"checkpoint, {shape(wanted.get(k))} in the model ({len(diff)} arrays differ); "
+            "resume with the config the run was started with, or use a new --workdir"
+        )
+
+
+def _quietly(read: Callable[[], Any], path: str):
+    """`read()`, an Orbax read of checkpoint `path`; its failure as one CheckpointError line.
+
+    Orbax closes its event loop at the first failed read while sibling reads are still in flight;
+    their late callbacks ("Event loop is closed"), abandoned coroutines and never-retrieved task
+    errors would print hundreds of lines of tracebacks, so those are muted until they are done.
+    """
+    hook, log = sys.unraisablehook, logging.getLogger("asyncio")
+    level = log.level
+    sys.unraisablehook, log.level = (lambda _: None), logging.CRITICAL
+    try:
+        try:
+            return read()
+        except Exception as e:  # Orbax raises many types; the user needs one line.
+            msg = _first_line(e)
+        time.sleep(0.3)  # the failed read's siblings finish
+        with warnings.catch_warnings():  # "coroutine ... was never awaited", same cause
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gc.collect()
+    finally:
+        sys.unraisablehook, log.level = hook, level
+    raise CheckpointError(
+        f"cannot read checkpoint {path}: {msg}; it may be truncated or corrupt: delete {path} to "
+        "resume from the checkpoint before it, or use a new --workdir"
+    )
+
+
 def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -80,35 +154,58 @@ def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def check_or_write_config(workdir: str, config) -> None:
-    """Writes `workdir/config.json` on a fresh run; on resume refuses a different config.
+def check_config(workdir: str, config) -> bool:
+    """Compares `config` with the run recorded in `workdir/config.json`.
+
+    Returns:
+      True when config.json should be (re)written: a fresh run, or an allowed change.
 
     Raises:
       CheckpointError naming the differing keys, unless `config.allow_config_change`.
     """
     path = os.path.join(workdir, "config.json")
-    current = json.loads(config.to_json())
-    if os.path.exists(path):
+    if not os.path.exists(path):
+        return True
+    try:
         with open(path) as f:
             saved = json.load(f)
-        old, new = _flat(saved), _flat(current)
-        diff = sorted(
-            k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+    except ValueError as e:
+        raise CheckpointError(
+            f"cannot read {path} ({e}); it records the run's config: restore it, or delete it "
+            "to resume with the current config"
+        ) from None
+    old, new = _flat(saved), _flat(json.loads(config.to_json()))
+    diff = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+    )
+    if diff and not config.allow_config_change:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+        more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+        raise CheckpointError(
+            f"workdir {workdir} holds a run with a different config ({shown}{more}); use a new "
+            "--workdir or pass --config.allow_config_change=True to resume anyway"
         )
-        if diff and not config.allow_config_change:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
-            raise CheckpointError(
-                f"workdir {workdir} holds a run with a different config ({shown}); use a new --workdir "
-                "or pass --config.allow_config_change=True to resume anyway"
-            )
-        if not diff:
-            return
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(current, f, indent=2)
-        os.replace(tmp, path)
+    return bool(diff)
 
 
-__all__ = ["Checkpointer", "CheckpointError", "ConfigError", "check_or_write_config"]
+def write_config(workdir: str, config) -> None:
+    """Writes `workdir/config.json` atomically (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(json.loads(config.to_json()), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def check_or_write_config(workdir: str, config) -> None:
+    """`check_config`, then `write_config` where needed."""
+    if check_config(workdir, config):
+        write_config(workdir, config)
+
+
+__all__ = [
+    "Checkpointer", "CheckpointError", "ConfigError", "check_config", "check_or_write_config",
+    "write_config",
+]  # fmt: skip

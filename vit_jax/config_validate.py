@@ -67,9 +67,11 @@ def check_values(config, num_devices: int = None) -> None:
     for key in ("warmup_steps", "weight_decay", "grad_clip", "label_smoothing", "log_every"):
         if config[key] < 0:
             raise ConfigError(f"config.{key}={config[key]} must not be negative")
-    if config.warmup_steps > config.total_steps:
+    decay = config.schedule != "constant"  # cosine/linear need at least one step after warmup
+    if config.warmup_steps > config.total_steps - decay:
         raise ConfigError(
-            f"config.warmup_steps={config.warmup_steps} exceeds total_steps={config.total_steps}"
+            f"config.warmup_steps={config.warmup_steps} leaves no steps of total_steps="
+            f"{config.total_steps} for the {config.schedule} schedule; lower warmup_steps"
         )
     if config.batch_size % config.grad_accum_steps:
         raise ConfigError(

@@ -7,9 +7,12 @@ config, data or checkpoints print one line (`error: ...`) and exit with status 2
 """
 
 import os
+import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines drown the progress bar
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # TensorFlow's C++ INFO lines drown the progress bar
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -43,6 +46,8 @@ def main(argv) -> None:
         fail(
             "--workdir is required: the directory for checkpoints and logs, e.g. --workdir=/tmp/run"
         )
+    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+        fail(f"--workdir={_WORKDIR.value} is a file; pass a directory (it is created if missing)")
     config = _CONFIG.value
     if config is None:
         fail("--config is required, e.g. --config=configs/quickstart.py")
@@ -60,12 +65,57 @@ def main(argv) -> None:
         )
 
 
-def run() -> None:
-    """Entry point that turns flag-parsing errors (bad config path, bad override) into one line."""
+_USAGE = "usage: --config=FILE --workdir=DIR [--config.KEY=VALUE ...]"
+
+
+def _lines(text: str):
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _unknown_override(text: str, argv) -> str:
+    """`--config.foo=1`: ml_collections raises a bare KeyError/AttributeError holding "'foo'"."""
+    key = (re.findall(r"\w+", text) or ["?"])[0]
+    names = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    flag = next((n for n in names if key in n.split(".")[1:]), f"--config.{key}")
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    hint = f" (did you mean {hint.group(1)!r}?)" if hint else ""
+    return f"{flag}: no config key {key!r}{hint}; every key is listed in vit_jax/config_defaults.py"
+
+
+def _flag_error(error: BaseException, argv) -> str:
+    """One line for anything that failed while parsing flags and loading the config file."""
+    text = str(error.args[0]) if isinstance(error, LookupError) and error.args else str(error)
+    if isinstance(error, SyntaxError):
+        return f"cannot load --config file {error.filename}: syntax error on line {error.lineno}"
+    if isinstance(error, OSError):  # The config file is missing, a folder, unreadable.
+        cause = re.search(r"\[Errno \d+\][^\n]*", text)
+        cause = cause.group(0) if cause else _lines(text)[0]
+        return f"cannot load the --config file: {cause}; pass --config=PATH/TO/config.py"
+    lines = [x for x in _lines(text) if not x.startswith("Pass --help")] or [type(error).__name__]
+    if "Error whilst parsing config file" in text:  # Its own error is on the last line.
+        return f"in the --config file: {lines[-1]}"
+    if "attribute 'get_config'" in text:
+        return "the --config file must define get_config() returning an ml_collections.ConfigDict"
+    if isinstance(error, (AttributeError, LookupError)):
+        return _unknown_override(text, argv)
+    return f"{lines[0]} ({_USAGE})"
+
+
+def parse_flags(argv):
+    """absl's flag parsing, but every error is one `error:` line (absl prints `FATAL ...` and
+    ml_collections raises tracebacks, some of them only when the config is first used)."""
     try:
-        app.run(main)
-    except flags.Error as e:
-        fail(str(e).strip().splitlines()[0])
+        argv = flags.FLAGS(argv)
+        if _CONFIG.value is not None:
+            _CONFIG.value.get("seed")  # ml_collections defers a config file's load error to here
+    except (flags.Error, OSError, SyntaxError, AttributeError, LookupError) as e:
+        fail(_flag_error(e, argv))
+    return argv
+
+
+def run() -> None:
+    """Entry point: parses flags (one-line errors), then trains."""
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class Encoder1DBlock(nn.Module):
     drop_path_rate: float = 0.0
     layer_scale: Optional[float] = None
     qk_norm: bool = False
-    attn_impl: str = "xla"
+    attn_impl: str = "auto"
     rope: Optional[Any] = None
     gelu_approximate: bool = False
     dtype: Any = jnp.float32
@@ -149,7 +149,7 @@ class VisionTransformer(nn.Module):
     gelu_approximate: bool = False
     dtype: Any = "float32"
     param_dtype: Any = "float32"
-    attn_impl: str = "xla"
+    attn_impl: str = "auto"
     remat: bool = False
 
     @property

@@ -13,7 +13,7 @@ import numpy as np
 
 from vit_jax import sharding as shd
 from vit_jax import train_step as ts
-from vit_jax.checkpointing import Checkpointer, check_or_write_config
+from vit_jax.checkpointing import Checkpointer, check_config, write_config
 from vit_jax.config_validate import create_model_from_config, validate
 from vit_jax.metrics_log import MetricsLogger
 from vit_jax.optim import make_optimizer, make_schedule
@@ -130,11 +130,14 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
 
     info = data.get_info(config.dataset, config.train_split, config.data_dir)
+    data.get_info(
+        config.dataset, config.eval_split, config.data_dir
+    )  # fails now, not after training
     num_classes = config.num_classes or info.num_classes
 
     # ----------------------------------------------------------------- model and state
     model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
-    check_or_write_config(workdir, config)
+    config_changed = check_config(workdir, config)
     ckpt = Checkpointer(
         workdir, config.keep_checkpoints, config.async_checkpointing, config.keep_best
     )
@@ -149,6 +152,8 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
         state = jax.jit(init, out_shardings=shardings)()
         if config.init_from.path:
             state = _init_from_pretrained(config, model, tx, state, shardings)
+    if config_changed:  # only now: a resume that failed must not overwrite the run's record
+        write_config(workdir, config)
     start = int(jax.device_get(state["step"]))
 
     # ----------------------------------------------------------------- jitted steps
@@ -198,7 +203,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 ckpt.save(step, state, force=True)
                 last_saved = step
             if stopping:
-                why = f"received signal {guard.signal}" if guard.signal is not None else "stop_at"
+                why = "stop_at" if guard.signal is None else signal.Signals(guard.signal).name
                 logger.print(
                     f"{why}: saved checkpoint at step {step}; rerun the same command to resume"
                 )

@@ -64,7 +64,7 @@ def validate_options(opts: Dict[str, Any]) -> None:
     _check_choice("norm", opts.get("norm", "layernorm"), NORMS.names())
     _check_choice("head", opts.get("head", "classification"), HEADS.names())
     _check_choice("norm_placement", opts.get("norm_placement", "pre"), ("pre", "post"))
-    _check_choice("attn_impl", opts.get("attn_impl", "xla"), ATTN_IMPLS)
+    _check_choice("attn_impl", opts.get("attn_impl", "auto"), ATTN_IMPLS)
     for key in ("dtype", "param_dtype"):
         try:
             jnp.dtype(opts.get(key, "float32"))
