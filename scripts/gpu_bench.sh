@@ -8,7 +8,8 @@
 # an 8-minute slot); each run is wrapped in `timeout` so a failure or a hang skips only that run.
 # On CPU, test the logic with a tiny setting, e.g.
 #   BENCH_VARIANT=Ti/4 BENCH_IMAGE_SIZE=32 BENCH_BATCHES="8 16" BENCH_STEPS=2 \
-#     BENCH_EXTRA="--option=depth=1" BENCH_DTYPE=float32 OUT=/tmp/gb bash scripts/gpu_bench.sh
+#     BENCH_EXTRA="--option=depth=1 --num-classes=10" BENCH_DTYPE=float32 PYTHON=venv/bin/python \
+#     OUT=/tmp/gb bash scripts/gpu_bench.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
@@ -26,6 +27,7 @@ STEPS=${BENCH_STEPS:-15}
 read -r -a BATCHES <<<"${BENCH_BATCHES:-256 128}"
 BUDGET=${BENCH_BUDGET_S:-450}
 EXTRA=${BENCH_EXTRA:-}
+PY=${PYTHON:-python}
 START=$(date +%s)
 
 # bench LIMIT_S LABEL ARGS...: one benchmark process, skipped when the budget cannot cover it.
@@ -40,15 +42,15 @@ bench() {
   ((limit > left - 5)) && limit=$((left - 5))
   echo "=== $label (limit ${limit}s)" | tee -a "$LOG"
   # shellcheck disable=SC2086
-  timeout -k 5 "$limit" python -m vit_jax.benchmark --variant="$VARIANT" --image-size="$SIZE" \
+  timeout -k 5 "$limit" "$PY" -m vit_jax.benchmark --variant="$VARIANT" --image-size="$SIZE" \
     --dtype="$DTYPE" --mode=train --steps="$STEPS" --warmup=3 --label="$label" --json="$JSONL" \
     $EXTRA "$@" >>"$LOG" 2>&1
   local rc=$?
-  ((rc != 0)) && echo "FAILED $label: exit $rc (see $LOG)" | tee -a "$LOG"
   tail -n 4 "$LOG" | grep -v '^{' || true
+  ((rc != 0)) && echo "FAILED $label: exit $rc (see $LOG)" | tee -a "$LOG"
 }
 
-python - <<'EOF' 2>&1 | tee -a "$LOG"
+"$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
 import jax
 print("jax", jax.__version__, jax.devices())
 try:
@@ -72,7 +74,7 @@ for B in "${BATCHES[@]:1}"; do
 done
 
 echo "=== summary ($(($(date +%s) - START)) s)"
-python - "$JSONL" <<'EOF'
+"$PY" - "$JSONL" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 print(f"{'label':<22s} {'framework':<13s} {'batch':>5s} {'images/s':>9s} {'compile s':>9s} "

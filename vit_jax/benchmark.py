@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--mode", default="train", choices=("train", "infer"))
-    p.add_argument("--attn-impl", default="xla", help="xla | cudnn | auto | naive")
+    p.add_argument("--attn-impl", default="auto", help="auto | xla | cudnn | naive")
     p.add_argument("--remat", action="store_true", help="rematerialise each encoder block")
     p.add_argument(
         "--option",
