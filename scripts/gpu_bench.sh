@@ -85,9 +85,11 @@ for r in rows:
           f"{r['compile_s']:9.1f} {r['tflops']:8.1f} {mfu} {r['peak_memory_bytes'] / 2**30:8.2f}")
 flax = [r for r in rows if r["framework"] == "flax"]
 for name in ("timm", "timm-compile"):
-    base = [r for r in rows if r["framework"] == name]
-    if flax and base:
-        best, ref = max(flax, key=lambda r: r["images_per_s"]), base[0]
-        print(f"best flax ({best['label']}) / {name} (batch {ref['batch']}): "
-              f"{best['images_per_s'] / ref['images_per_s']:.2f}x")
+    for ref in (r for r in rows if r["framework"] == name):
+        same = [r for r in flax if r["batch"] == ref["batch"]]
+        for tag, pool in (("same batch", same), ("any batch", flax)):
+            if pool:
+                best = max(pool, key=lambda r: r["images_per_s"])
+                print(f"flax / {name} (batch {ref['batch']}), {tag}: "
+                      f"{best['images_per_s'] / ref['images_per_s']:.2f}x ({best['label']})")
 EOF
