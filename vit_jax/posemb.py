@@ -11,7 +11,7 @@ interpolated to the input's grid at call time, so a model trained at one resolut
 """
 
 import math
-from typing import Sequence, Tuple
+from typing import Tuple
 
 import flax.linen as nn
 import jax
@@ -238,7 +238,3 @@ class RopeMixed(nn.Module):
         x, y = grid_positions(grid)
         angles = x[:, None, None] * freqs[0] + y[:, None, None] * freqs[1]  # [N, H, hd/2]
         return _rotate_patches(qk, angles.astype(jnp.float32), num_prefix)
-
-
-def scheme_names() -> Sequence[str]:
-    return POSEMB.names()

@@ -46,7 +46,7 @@ def tree_shardings(abstract_tree, mesh: Mesh):
     return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, size)), abstract_tree)
 
 
-def batch_sharding(mesh: Mesh, leading_dims: int = 1) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batch dimension split over every device of the mesh."""
     return NamedSharding(mesh, P(BATCH_AXES))
 
