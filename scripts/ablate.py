@@ -37,6 +37,9 @@ def fail(message: str) -> None:
 
 
 def main(argv) -> None:
+    from vit_jax import host_memory  # noqa: PLC0415
+
+    host_memory.keep_freed_memory()
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --sweep=KEY=V1,V2")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vit_jax
-from vit_jax import attention
+from vit_jax import attention, layers
 from vit_jax.norms import NORMS
 from vit_jax.pooling import POOLS
 from vit_jax.posemb import POSEMB
@@ -109,6 +109,60 @@ def test_attention_paths_equal_a_naive_numpy_implementation():
     # The odd-length padding used for cuDNN (5 tokens → 6, the extra key masked) changes nothing.
     np.testing.assert_allclose(attention.even_length_attention(q, k, v, "xla"), expect, atol=1e-5)
     np.testing.assert_allclose(attention.fused_attention(q, k, v), expect, atol=1e-5)
+
+
+def _numpy_attention_and_grads(q, k, v, dout):
+    """softmax(q kᵀ/√d) v and its gradients w.r.t. q, k, v, written out in float64 numpy."""
+    q, k, v, dout = (x.astype(np.float64) for x in (q, k, v, dout))
+    scale = q.shape[-1] ** -0.5
+    p = np.exp(np.einsum("bqhd,bkhd->bhqk", q, k) * scale)
+    p /= p.sum(-1, keepdims=True)
+    out = np.einsum("bhqk,bkhd->bqhd", p, v)
+    dv = np.einsum("bhqk,bqhd->bkhd", p, dout)
+    dp = np.einsum("bqhd,bkhd->bhqk", dout, v)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale
+    return out, (np.einsum("bhqk,bkhd->bqhd", ds, k), np.einsum("bhqk,bqhd->bkhd", ds, q), dv)
+
+
+def test_manual_attention_values_and_gradients_equal_the_formula():
+    rng = np.random.default_rng(1)
+    q, k, v, dout = (rng.standard_normal((2, 7, 3, 8)).astype(np.float32) for _ in range(4))
+    expect_out, expect_grads = _numpy_attention_and_grads(q, k, v, dout)
+    out, vjp = jax.vjp(attention.manual_attention, q, k, v)
+    np.testing.assert_allclose(out, expect_out, atol=1e-5)
+    for got, want in zip(vjp(jnp.asarray(dout)), expect_grads):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # On CPU the default path is this one; XLA's own path agrees with it through autodiff.
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(attention.fused_attention(q, k, v), out)
+    xla_grads = jax.vjp(lambda *a: attention.fused_attention(*a, "xla"), q, k, v)[1](dout)
+    for got, want in zip(xla_grads, expect_grads):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # bfloat16 inputs: float32 softmax inside, bf16 results close to the float64 formula.
+    bf = [jnp.asarray(x, jnp.bfloat16) for x in (q, k, v)]
+    out, vjp = jax.vjp(attention.manual_attention, *bf)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(out.astype(np.float32), expect_out, atol=0.05)
+    for got, want in zip(vjp(jnp.asarray(dout, jnp.bfloat16)), expect_grads):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(got.astype(np.float32), want, atol=0.1)
+
+
+def test_gelu_exact_equals_the_erf_formula_and_its_derivative():
+    from scipy.special import erf  # noqa: PLC0415
+
+    x = np.linspace(-8, 8, 2001).astype(np.float32)
+    xd = x.astype(np.float64)
+    want = 0.5 * xd * (1 + erf(xd / np.sqrt(2)))
+    dwant = 0.5 * (1 + erf(xd / np.sqrt(2))) + xd * np.exp(-0.5 * xd**2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(layers.gelu_exact(x), want, atol=2e-6, rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(layers.gelu_exact))(x), dwant, atol=2e-6)
+    # Same as JAX's erfc-based exact GELU, and the tanh form stays available.
+    np.testing.assert_allclose(layers.gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-6)
+    np.testing.assert_allclose(layers.gelu(x, True), jax.nn.gelu(x, approximate=True), atol=1e-6)
+    bf = layers.gelu_exact(jnp.asarray(x, jnp.bfloat16))
+    assert bf.dtype == jnp.bfloat16
+    np.testing.assert_allclose(bf.astype(np.float32), want, atol=0.04, rtol=0.01)
 
 
 def test_model_attn_impls_agree_and_naive_records_attention_maps():

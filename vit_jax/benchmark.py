@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 import vit_jax
-from vit_jax import flops, optim, train_step
+from vit_jax import flops, host_memory, optim, train_step
 
 # (substring of jax's / torch's device name, dtype) -> dense peak TFLOP/s from the vendor's sheet.
 # float32 matmuls on these GPUs run as TF32 under the default precision of both frameworks.
@@ -391,6 +391,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    host_memory.keep_freed_memory()
     records = run(args)
     r = records[0]
     print(

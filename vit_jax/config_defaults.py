@@ -34,7 +34,7 @@ def model_defaults() -> ml_collections.ConfigDict:
             gelu_approximate=False,
             dtype="float32",
             param_dtype="float32",
-            attn_impl="auto",  # cuDNN fused attention on GPU, XLA elsewhere
+            attn_impl="auto",  # cuDNN fused attention on GPU, `manual` on CPU, XLA on TPU
             remat=False,
             cls_token=ml_collections.FieldReference(None, field_type=bool),
         )

@@ -1,8 +1,42 @@
 """Small building blocks shared by the encoder and the MAP head."""
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+@jax.custom_vjp
+def gelu_exact(x):
+    """x·Φ(x) with the erf form of Φ, computed in float32, with a one-pass backward.
+
+    Same values as `jax.nn.gelu(x, approximate=False)` (within float32 rounding), which evaluates
+    Φ through `erfc` (three rational approximations and a select per element on XLA:CPU) and
+    whose autodiff stores three full-size intermediates. The backward here recomputes
+    Φ(x) + x·φ(x) from x in one fused pass.
+    """
+    xf = x.astype(jnp.float32)
+    return (0.5 * xf * (1.0 + jax.lax.erf(xf * (1 / math.sqrt(2))))).astype(x.dtype)
+
+
+def _gelu_exact_fwd(x):
+    return gelu_exact(x), x
+
+
+def _gelu_exact_bwd(x, g):
+    xf = x.astype(jnp.float32)
+    cdf = 0.5 * (1.0 + jax.lax.erf(xf * (1 / math.sqrt(2))))
+    pdf = jnp.exp(-0.5 * xf * xf) * (1 / math.sqrt(2 * math.pi))
+    return ((g.astype(jnp.float32) * (cdf + xf * pdf)).astype(g.dtype),)
+
+
+gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
+
+
+def gelu(x, approximate: bool = False):
+    """Exact GELU (`gelu_exact`), or the tanh approximation of `jax.nn.gelu`."""
+    return jax.nn.gelu(x, approximate=True) if approximate else gelu_exact(x)
 
 
 class MlpBlock(nn.Module):
@@ -24,7 +58,7 @@ class MlpBlock(nn.Module):
             bias_init=nn.initializers.normal(stddev=1e-6),
             name=name,
         )
-        y = nn.gelu(dense(self.mlp_dim, "Dense_0")(x), approximate=self.gelu_approximate)
+        y = gelu(dense(self.mlp_dim, "Dense_0")(x), self.gelu_approximate)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
         y = dense(x.shape[-1], "Dense_1")(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=not train)

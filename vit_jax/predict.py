@@ -20,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO line
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from vit_jax import host_memory  # noqa: E402
+
 # Private flags, so this CLI and `vit_jax.main` (which also has --config/--workdir) import side by side.
 FLAGS = flags.FlagValues()
 _CONFIG = config_flags.DEFINE_config_file(
@@ -64,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
     Returns:
       The exit status: 0, or 2 after printing `error: ...` (one line) to stderr.
     """
+    host_memory.keep_freed_memory()
     logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
     if "--help" in argv or "-h" in argv:
         print(__doc__ + "\n" + FLAGS.get_help())

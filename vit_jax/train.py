@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import jax
 import numpy as np
 
+from vit_jax import host_memory
 from vit_jax import sharding as shd
 from vit_jax import train_step as ts
 from vit_jax.checkpointing import Checkpointer, check_config, write_config
@@ -122,6 +123,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     for splitting a long run into jobs).
     """
     # ----------------------------------------------------------------- devices and config
+    host_memory.keep_freed_memory()  # XLA:CPU step temporaries reused, not page-faulted afresh
     init_distributed(config)
     validate(config)
     mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
