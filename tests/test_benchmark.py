@@ -116,3 +116,22 @@ def test_cli_vs_timm_reports_the_ratio(capsys, tmp_path):
     assert flax_rec["vs_timm"] == pytest.approx(flax_rec["images_per_s"] / timm_rec["images_per_s"])
     assert timm_rec["flops_per_image"] == flax_rec["flops_per_image"]
     assert timm_rec["timm_params"] == flax_rec["params"]  # the same architecture
+
+
+def test_interleaved_timing_alternates_and_times_each_step(monkeypatch):
+    clock, calls = [0.0], []
+
+    def fake_step(name, seconds):
+        def step():
+            calls.append(name)
+            clock[0] += seconds
+
+        return step
+
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    (med_a, times_a), (med_b, times_b) = benchmark.time_interleaved(
+        [fake_step("a", 1.0), fake_step("b", 3.0)], warmup=1, steps=3
+    )
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up each, then one step of each in turn
+    assert times_a == [1.0, 1.0, 1.0] and times_b == [3.0, 3.0, 3.0]
+    assert (med_a, med_b) == (1.0, 3.0)

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 import types
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vs-timm", action="store_true", help="also time timm/PyTorch, print ratio")
     p.add_argument("--timm-compile", action="store_true", help="torch.compile the timm model")
     p.add_argument("--skip-flax", action="store_true", help="time only timm (needs --vs-timm)")
+    p.add_argument(
+        "--interleave",
+        action="store_true",
+        help="with --vs-timm: alternate Flax and timm steps, so both see the same background load",
+    )
     p.add_argument("--label", default="", help="free text copied into the JSON record")
     p.add_argument("--json", metavar="PATH", help="append the JSON lines to PATH")
     return p.parse_args(argv)
@@ -129,14 +134,32 @@ def optimizer_config(args: argparse.Namespace):
 # ------------------------------------------------------------------ timing helpers
 def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], warmup: int, steps: int):
     """Median and all per-step seconds of `step()`, each followed by `sync(result)`."""
-    for _ in range(warmup):
-        sync(step())
-    times = []
+    return time_interleaved([lambda: sync(step())], warmup, steps)[0]
+
+
+def time_interleaved(steps_fns: List[Callable[[], Any]], warmup: int, steps: int):
+    """[(median, all seconds)] per synchronised step function, the functions taking turns.
+
+    Alternating one step of each (A, B, A, B, ...) exposes every function to the same background
+    load, so their ratio holds on a shared machine where back-to-back runs drift by 10-20%.
+    """
+    for fn in steps_fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in steps_fns]
     for _ in range(steps):
-        start = time.perf_counter()
-        sync(step())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for fn, spent in zip(steps_fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [(statistics.median(t), t) for t in times]
+
+
+class Runner(NamedTuple):
+    """A prepared benchmark: `step()` runs one synchronised step; `record(median, times)`."""
+
+    step: Callable[[], Any]
+    record: Callable[[float, List[float]], Dict[str, Any]]
 
 
 def max_rss_bytes() -> int:
@@ -196,8 +219,8 @@ def build_flax_step(args, model):
     return jax.jit(step, donate_argnums=0), state, (batch,)
 
 
-def bench_flax(args) -> Dict[str, Any]:
-    """Times the Flax step; returns one JSON-ready record."""
+def prepare_flax(args) -> Runner:
+    """Compiles the Flax step; the runner's record is JSON-ready."""
     model = vit_jax.create_model(args.variant, args.num_classes, **model_options(args))
     jitted, first, rest = build_flax_step(args, model)
     start = time.perf_counter()
@@ -211,22 +234,24 @@ def bench_flax(args) -> Dict[str, Any]:
         out = compiled(box[0], *rest)
         if args.mode == "train":
             box[0] = out[0]
-        return out
+        return jax.block_until_ready(out)
 
-    median, times = time_steps(step, jax.block_until_ready, args.warmup, args.steps)
     device = jax.devices()[0]
     analytic = flops.step_flops(model, (args.image_size, args.image_size), args.mode)
-    return dict(
-        framework="flax",
-        device=device.device_kind,
-        jax_version=jax.__version__,
-        compile_s=compile_s,
-        step_s_median=median,
-        step_s_all=times,
-        images_per_s=args.batch / median,
-        flops_per_image=analytic,
-        flops_per_image_xla=xla_flops / args.batch if xla_flops else None,
-        **_jax_memory(device),
+    return Runner(
+        step,
+        lambda median, times: dict(
+            framework="flax",
+            device=device.device_kind,
+            jax_version=jax.__version__,
+            compile_s=compile_s,
+            step_s_median=median,
+            step_s_all=times,
+            images_per_s=args.batch / median,
+            flops_per_image=analytic,
+            flops_per_image_xla=xla_flops / args.batch if xla_flops else None,
+            **_jax_memory(device),
+        ),
     )
 
 
@@ -258,8 +283,8 @@ def build_timm_model(args, model):
     )
 
 
-def bench_timm(args, model) -> Dict[str, Any]:
-    """Times the same architecture in timm: AdamW, bf16 autocast when --dtype=bfloat16."""
+def prepare_timm(args, model) -> Runner:
+    """The same architecture in timm: AdamW, bf16 autocast when --dtype=bfloat16."""
     import timm  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -291,38 +316,46 @@ def bench_timm(args, model) -> Dict[str, Any]:
         with torch.no_grad(), autocast:
             return net(images)
 
-    step = train if args.mode == "train" else infer
+    run = train if args.mode == "train" else infer
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def step():
+        out = run()
+        sync()
+        return out
+
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     step()
-    sync()
     compile_s = time.perf_counter() - start  # first step: allocation, autotuning, torch.compile
-    median, times = time_steps(step, lambda _: sync(), args.warmup, args.steps)
-    if cuda:
-        memory = dict(
-            peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_source="device peak"
+
+    def record(median, times):
+        if cuda:
+            memory = dict(
+                peak_memory_bytes=torch.cuda.max_memory_allocated(), memory_source="device peak"
+            )
+            name = torch.cuda.get_device_name()
+        else:
+            memory = dict(peak_memory_bytes=max_rss_bytes(), memory_source="process max RSS")
+            name = "cpu"
+        return dict(
+            framework="timm-compile" if args.timm_compile else "timm",
+            device=name,
+            torch_version=torch.__version__,
+            timm_version=timm.__version__,
+            torch_threads=torch.get_num_threads(),
+            timm_params=num_params,
+            compile_s=compile_s,
+            step_s_median=median,
+            step_s_all=times,
+            images_per_s=args.batch / median,
+            flops_per_image=flops.step_flops(model, (args.image_size, args.image_size), args.mode),
+            flops_per_image_xla=None,
+            **memory,
         )
-        name = torch.cuda.get_device_name()
-    else:
-        memory = dict(peak_memory_bytes=max_rss_bytes(), memory_source="process max RSS")
-        name = "cpu"
-    return dict(
-        framework="timm-compile" if args.timm_compile else "timm",
-        device=name,
-        torch_version=torch.__version__,
-        timm_version=timm.__version__,
-        torch_threads=torch.get_num_threads(),
-        timm_params=num_params,
-        compile_s=compile_s,
-        step_s_median=median,
-        step_s_all=times,
-        images_per_s=args.batch / median,
-        flops_per_image=flops.step_flops(model, (args.image_size, args.image_size), args.mode),
-        flops_per_image_xla=None,
-        **memory,
-    )
+
+    return Runner(step, record)
 
 
 # ------------------------------------------------------------------ report
@@ -379,11 +412,24 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     )
     if measured:
         common["measured_peak_tflops"] = measured
-    records = []
-    if not args.skip_flax:
-        records.append(add_mfu({**common, **bench_flax(args)}, peak, source))
-    if args.vs_timm:
-        records.append(add_mfu({**common, **bench_timm(args, model)}, peak, source))
+    prepare = ([] if args.skip_flax else [prepare_flax]) + (
+        [lambda a: prepare_timm(a, model)] if args.vs_timm else []
+    )
+    if args.interleave:  # both prepared, then their steps alternate
+        runners = [p(args) for p in prepare]
+        timings = time_interleaved([r.step for r in runners], args.warmup, args.steps)
+        results = [r.record(*t) for r, t in zip(runners, timings)]
+    else:  # one after the other: only one framework's memory is held at a time
+        results = []
+        for p in prepare:
+            runner = p(args)
+            results.append(
+                runner.record(*time_steps(runner.step, lambda _: None, args.warmup, args.steps))
+            )
+            del runner
+    records = [
+        add_mfu({**common, **r, "interleaved": args.interleave}, peak, source) for r in results
+    ]
     if len(records) == 2:
         records[0]["vs_timm"] = records[0]["images_per_s"] / records[1]["images_per_s"]
     return records
