@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax.layers import dense_dot_general
+
 ATTN_IMPLS = ("xla", "cudnn", "manual", "auto", "naive")
 
 
@@ -129,6 +131,7 @@ class MultiHeadDotProductAttention(nn.Module):
             kernel_init=nn.initializers.xavier_uniform(),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            dot_general=dense_dot_general,
             name=name,
         )
         q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)  # [B, T, H, hd]
@@ -156,5 +159,6 @@ class MultiHeadDotProductAttention(nn.Module):
             kernel_init=nn.initializers.xavier_uniform(),
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            dot_general=dense_dot_general,
             name="out",
         )(out)
