@@ -424,9 +424,9 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         for p in prepare:
             runner = p(args)
             results.append(
-                runner.record(*time_steps(runner.step, lambda _: None, args.warmup, args.steps))
+                runner.record(*time_interleaved([runner.step], args.warmup, args.steps)[0])
             )
-            del runner
+            del runner  # frees this framework's model before the next one is built
     records = [
         add_mfu({**common, **r, "interleaved": args.interleave}, peak, source) for r in results
     ]

@@ -70,7 +70,11 @@ def gelu_exact(x):
     Φ(x) + x·φ(x) from x in one fused pass.
     """
     xf = x.astype(jnp.float32)
-    return (0.5 * xf * (1.0 + jax.lax.erf(xf * (1 / math.sqrt(2))))).astype(x.dtype)
+    return (xf * _normal_cdf(xf)).astype(x.dtype)
+
+
+def _normal_cdf(x):
+    return 0.5 * (1.0 + lax.erf(x * (1 / math.sqrt(2))))
 
 
 def _gelu_exact_fwd(x):
@@ -79,9 +83,8 @@ def _gelu_exact_fwd(x):
 
 def _gelu_exact_bwd(x, g):
     xf = x.astype(jnp.float32)
-    cdf = 0.5 * (1.0 + jax.lax.erf(xf * (1 / math.sqrt(2))))
     pdf = jnp.exp(-0.5 * xf * xf) * (1 / math.sqrt(2 * math.pi))
-    return ((g.astype(jnp.float32) * (cdf + xf * pdf)).astype(g.dtype),)
+    return ((g.astype(jnp.float32) * (_normal_cdf(xf) + xf * pdf)).astype(g.dtype),)
 
 
 gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)

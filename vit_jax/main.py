@@ -39,9 +39,6 @@ def fail(message: str) -> None:
 
 
 def main(argv) -> None:
-    from vit_jax import host_memory  # noqa: PLC0415
-
-    host_memory.keep_freed_memory()  # before the first computation starts XLA's threads
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --config=FILE --workdir=DIR")
