@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from vit_jax import data
-from vit_jax.data import sources
+from vit_jax.data import indexed, pipeline, sources
+from vit_jax.data._tf import tf
 
 ONE_PROCESS = dict(process_index=0, process_count=1, local_device_count=1)
 RAW = dict(crop_area_min=1.0, flip=False, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -164,6 +165,37 @@ def test_epochs_are_permutations_in_a_new_order():
     key = lambda images: sorted(map(bytes, images.reshape(len(images), -1)))  # noqa: E731
     assert key(first) == key(second)  # Same examples ...
     assert not np.array_equal(first, second)  # ... in another order.
+
+
+def test_epoch_order_is_a_pure_permutation_keyed_by_seed_shard_and_epoch():
+    order = indexed.epoch_order(50, seed=3, shard=0, epoch=2).numpy()
+    assert sorted(order) == list(range(50))
+    np.testing.assert_array_equal(order, indexed.epoch_order(50, 3, 0, 2).numpy())
+    for other in [(3, 0, 3), (3, 1, 2), (4, 0, 2)]:
+        assert not np.array_equal(order, indexed.epoch_order(50, *other).numpy())
+
+
+def test_train_records_read_the_ids_train_ids_recomputes():
+    source = sources.open_source("digits", "train[:100]")
+    for shard in [(0, 2), (1, 2)]:  # 50 examples each; positions 30..130 cross two epochs.
+        ds = source.train_records(shard, seed=5, start=30)
+        read = [int(r["id"]) for r in ds.take(100).as_numpy_iterator()]
+        np.testing.assert_array_equal(read, source.train_ids(shard, 5, 30, 130))
+        lo = 50 * shard[0]
+        assert sorted(read[20:70]) == list(range(lo, lo + 50))  # One whole epoch in the middle.
+
+
+def test_train_pipeline_runs_no_python_callbacks():
+    """A Python callback (tf.numpy_function) on tf.data's threads needs the GIL: destroying the
+    iterator while one was in flight deadlocked the CLI at exit after a data error."""
+    config = pipeline.read_config(make_config())
+    source = pipeline.open_split(config, "train")
+    placement = pipeline.place(8, "batch_size", 0, 1, 1)
+    ds = pipeline.train_dataset(config, source, placement)
+    graph = tf.compat.v1.GraphDef.FromString(ds._as_serialized_graph().numpy())
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    assert "StatelessShuffle" in ops  # The epoch permutation is in the graph ...
+    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}  # ... and not a callback.
 
 
 AUGMENTED = dict(

@@ -1,4 +1,4 @@
-"""Split strings, stratified order, process shards and epoch permutations (pure NumPy)."""
+"""Split strings, stratified order, process shards and epoch streams (pure NumPy)."""
 
 import numpy as np
 import pytest
@@ -48,19 +48,10 @@ def test_shards_are_contiguous_and_sized_like_tfds_even_splits():
     assert ranges == [(0, 4), (4, 8), (8, 11)]  # tfds.even_splits: 4, 4, 3.
 
 
-def test_epoch_permutations_are_pure_and_differ_by_epoch_and_shard():
-    a = splits.epoch_permutation(50, seed=3, shard=0, epoch=2)
-    np.testing.assert_array_equal(a, splits.epoch_permutation(50, 3, 0, 2))
-    assert sorted(a) == list(range(50))
-    assert not np.array_equal(a, splits.epoch_permutation(50, 3, 0, 3))
-    assert not np.array_equal(a, splits.epoch_permutation(50, 3, 1, 2))
-    assert not np.array_equal(a, splits.epoch_permutation(50, 4, 0, 2))
-
-
 def test_stream_ids_cross_epochs_and_resume_anywhere():
-    stream = splits.stream_ids(7, seed=0, shard=0, start=0, stop=21)
+    order = lambda epoch: (np.arange(7) * 3 + epoch) % 7  # noqa: E731  A permutation per epoch.
+    stream = splits.stream_ids(7, start=0, stop=21, epoch_order=order)
     for epoch in range(3):
-        np.testing.assert_array_equal(
-            stream[7 * epoch : 7 * epoch + 7], splits.epoch_permutation(7, 0, 0, epoch)
-        )
-    np.testing.assert_array_equal(splits.stream_ids(7, 0, 0, 5, 16), stream[5:16])
+        np.testing.assert_array_equal(stream[7 * epoch : 7 * epoch + 7], order(epoch))
+    np.testing.assert_array_equal(splits.stream_ids(7, 5, 16, order), stream[5:16])
+    assert stream[5:9].tolist() == [1, 4, 1, 4]  # Epoch 0 ends with ids 1, 4; epoch 1 starts 1, 4.

@@ -1,8 +1,12 @@
 """Sources whose examples are read by id: the base class, and the in-memory kind.
 
 Train order: each process owns a contiguous shard of the split and visits it in epochs, each a
-permutation seeded by (seed, process index, epoch) (`splits.epoch_permutation`). A stream resumed
-at position `start` is computed directly, without replaying earlier positions.
+permutation seeded by (seed, process index, epoch) (`epoch_order`). A stream resumed at position
+`start` is computed directly, without replaying earlier positions.
+
+The permutation is TensorFlow ops, not a Python callback: a `tf.numpy_function` inside the
+pipeline needs the GIL on tf.data's threads, and an iterator destroyed while one was in flight
+(at exit after a data error, say) deadlocked the process.
 """
 
 import functools
@@ -13,6 +17,18 @@ import numpy as np
 from vit_jax.data import splits
 from vit_jax.data._tf import tf
 from vit_jax.data.core import DataError, DatasetInfo, Shard
+
+
+def epoch_order(size: int, seed: int, shard: int, epoch):
+    """The order in which process `shard` visits its `size` examples in `epoch` (int64 [size]).
+
+    A pure function of its arguments (a stateless TF shuffle), traced inside tf.data and called
+    eagerly to recompute a stream, e.g. to name a corrupt file.
+    """
+    epoch = tf.cast(epoch, tf.int64)
+    key = tf.constant([seed, shard], tf.int64)
+    key = tf.random.experimental.stateless_fold_in(key, epoch)
+    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), key)
 
 
 class IndexedSource:
@@ -51,20 +67,17 @@ class IndexedSource:
     def train_ids(self, shard: Shard, seed: int, start: int, stop: int) -> np.ndarray:
         """Split ids at stream positions [start, stop) of `shard` (what train_records reads)."""
         lo, hi = self._shard(shard)
-        return lo + splits.stream_ids(hi - lo, seed, shard[0], start, stop)
+        order = lambda e: epoch_order(hi - lo, seed, shard[0], e).numpy()  # noqa: E731
+        return lo + splits.stream_ids(hi - lo, start, stop, order)
 
     def train_records(self, shard: Shard, seed: int, start: int, shuffle_buffer: int = 0):
         del shuffle_buffer  # Permutations shuffle perfectly.
         lo, hi = self._shard(shard)
         size = hi - lo
 
-        def read_ids(begin, stop):  # NumPy, so tests and error reports can recompute it.
-            return self.train_ids(shard, seed, int(begin), int(stop))
-
         def epoch(e):  # Stream positions and split ids of one epoch (from `start` on).
             begin, stop = tf.maximum(e * size, start), (e + 1) * size
-            ids = tf.numpy_function(read_ids, [begin, stop], tf.int64, stateful=False)
-            ids = tf.ensure_shape(ids, [None])
+            ids = lo + epoch_order(size, seed, shard[0], e)[begin - e * size :]
             return tf.data.Dataset.from_tensor_slices((tf.range(begin, stop), ids))
 
         ds = tf.data.Dataset.range(start // size, 2**62).flat_map(epoch)

@@ -1,11 +1,11 @@
-"""Split strings, process shards and epoch orders for sources read by example index (pure NumPy).
+"""Split strings, process shards and epoch streams for sources read by example index (pure NumPy).
 
 Split strings follow tfds: "train", "train[:90%]", "train[100:-50]", "train[:10%]+test".
 Slices count examples, or percent of the split rounded to the closest example.
 """
 
 import re
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -95,22 +95,21 @@ def shard_range(num_examples: int, index: int, count: int) -> Tuple[int, int]:
     return start, start + base + (index < extra)
 
 
-def epoch_permutation(num_examples: int, seed: int, shard: int, epoch: int) -> np.ndarray:
-    """The order in which process `shard` visits its examples in `epoch` (int64 [num_examples]).
+def stream_ids(
+    num_examples: int, start: int, stop: int, epoch_order: Callable[[int], np.ndarray]
+) -> np.ndarray:
+    """Shard-local ids at positions [start, stop) of an endless sequence of epochs.
 
-    A pure function of its arguments, so a run restarted at any step rebuilds the same order
-    without replaying earlier epochs.
+    Args:
+      num_examples: examples in the shard (the length of one epoch).
+      start, stop: stream positions; position p is offset p % num_examples of epoch
+        p // num_examples.
+      epoch_order: epoch -> the shard-local ids in that epoch's order (int [num_examples]).
     """
-    rng = np.random.default_rng([seed, shard, epoch])
-    return rng.permutation(num_examples).astype(np.int64)
-
-
-def stream_ids(num_examples: int, seed: int, shard: int, start: int, stop: int) -> np.ndarray:
-    """Shard-local ids at positions [start, stop) of the shard's endless sequence of epochs."""
     positions = np.arange(start, stop)
     epochs, offsets = np.divmod(positions, num_examples)
     ids = np.empty_like(positions)
     for epoch in np.unique(epochs):
         here = epochs == epoch
-        ids[here] = epoch_permutation(num_examples, seed, shard, int(epoch))[offsets[here]]
+        ids[here] = np.asarray(epoch_order(int(epoch)))[offsets[here]]
     return ids
