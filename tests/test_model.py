@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import vit_jax
-from vit_jax import attention, layers
+from vit_jax import attention, layers, norms
 from vit_jax.norms import NORMS
 from vit_jax.pooling import POOLS
 from vit_jax.posemb import POSEMB
@@ -187,6 +187,49 @@ def test_dense_dot_general_values_and_gradients_equal_lax(x_shape, w_shape, dims
     assert "custom_vjp" in str(
         jax.make_jaxpr(layers.dense_dot_general, static_argnums=2)(x, w, dims)
     )
+
+
+def test_layer_norm_values_and_gradients_equal_float64_autodiff():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((3, 7, 24)) * 3 + 2).astype(np.float32)  # Offset rows, as in a ViT.
+    scale, bias, g = (rng.standard_normal(s).astype(np.float32) for s in (24, 24, x.shape))
+    got, vjp = jax.vjp(lambda *a: norms.layer_norm(*a, 1e-6), x, scale, bias)
+
+    def formula(x, scale, bias):
+        mu = x.mean(-1, keepdims=True)
+        return (x - mu) / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-6) * scale + bias
+
+    with jax.enable_x64(True):
+        args64 = [np.float64(a) for a in (x, scale, bias)]
+        want, want_vjp = jax.vjp(formula, *args64)
+        want_grads = want_vjp(np.float64(g))
+    assert want.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(vjp(g), want_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_module_matches_flax_layer_norm(dtype):
+    """Same parameters, output dtype, values and gradients as nn.LayerNorm (which it replaces on
+    CPU; the model's `layernorm` entry builds it there)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16)) * 3 + 1
+    ours, flax_ln = norms.LayerNorm(dtype=dtype), flax.linen.LayerNorm(1e-6, dtype=dtype)
+    params = flax_ln.init(jax.random.PRNGKey(1), x)
+    params = jax.tree.map(lambda t: t + jax.random.normal(jax.random.PRNGKey(2), t.shape), params)
+    assert jax.tree.structure(ours.init(jax.random.PRNGKey(1), x)) == jax.tree.structure(params)
+    a, b = ours.apply(params, x), flax_ln.apply(params, x)
+    assert a.dtype == b.dtype == dtype
+    np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-6)
+
+    def grads(module):
+        loss = lambda p, x: jnp.sin(module.apply(p, x).astype(jnp.float32)).sum()  # noqa: E731
+        return jax.tree.leaves(jax.grad(loss, (0, 1))(params, x))
+
+    for u, v in zip(grads(ours), grads(flax_ln)):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+    made = NORMS.get("layernorm")(train=False, dtype=None, param_dtype=jnp.float32, name="n")
+    assert type(made) is norms.LayerNorm  # These tests run on CPU.
 
 
 def test_dense_dot_general_leaves_batched_contractions_to_lax():
