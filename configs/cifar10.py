@@ -31,9 +31,7 @@ def get_config():
     c.lr = 1e-3
     c.weight_decay = 0.05
     c.label_smoothing = 0.0
-    c.total_steps = (
-        2500  # ~20 minutes on 2 CPU cores at ~290 images/s (1,700 at the first run's ~190)
-    )
+    c.total_steps = 2500  # ~20 minutes on 2 CPU cores at ~290 images/s (docs/results.md)
     c.warmup_steps = 100
     c.log_every = 50
     c.eval_every = 500
