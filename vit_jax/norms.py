@@ -56,11 +56,10 @@ def layer_norm(x, scale, bias, epsilon: float):
 
     XLA:CPU runs row reductions in elementwise loops; as matrix-vector products (and the
     hand-written backward below: two row means, two column sums) 8 LayerNorms forward and backward
-    on [32, 197, 192] took 15 vs 24 ms, the Ti/16 and small CPU train steps +3-4% (interleaved,
+    on [32, 197, 192] took 15 vs 24 ms, the Ti/16 and small CPU train steps +2-4% (interleaved,
     docs/performance.md). Autodiff through the same forward was slower than nn.LayerNorm (35 ms).
     """
-    xhat, _ = _normalize(x, epsilon)
-    return xhat * scale + bias
+    return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
 
 def _layer_norm_fwd(x, scale, bias, epsilon):
