@@ -47,7 +47,7 @@ def main(argv) -> None:
         fail(
             "--config and --workdir are required, e.g. --config=configs/quickstart.py --workdir=/tmp/ab"
         )
-    from vit_jax import ablation  # noqa: PLC0415
+    from vit_jax import ablation, cpu_devices  # noqa: PLC0415
     from vit_jax.checkpointing import CheckpointError  # noqa: PLC0415
     from vit_jax.config_validate import ConfigError  # noqa: PLC0415
     from vit_jax.data import DataError  # noqa: PLC0415
@@ -57,6 +57,7 @@ def main(argv) -> None:
         sizes = [int(s) for s in _EVAL_SIZES.value]
     except ValueError:
         fail(f"--eval_sizes={','.join(_EVAL_SIZES.value)} should be integers, e.g. 24,40,48")
+    cpu_devices.split_for_config(_CONFIG.value)  # before JAX starts; the base config's batch sizes
     try:
         runs = ablation.expand(_CONFIG.value, _SWEEP.value, _SEEDS.value)
         finished = _REPORT_ONLY.value or ablation.run_sweep(

@@ -2,6 +2,9 @@
 
 import functools
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +105,7 @@ def test_cli_prints_a_table_and_valid_json(capsys, tmp_path, mode):
     )  # fmt: skip
     assert all(k in rec for k in fields)
     assert rec["framework"] == "flax" and rec["mode"] == mode and rec["batch"] == 4
+    assert rec["devices"] == jax.device_count()  # JAX had started: --cpu-devices changed nothing
     assert rec["images_per_s"] > 0 and rec["compile_s"] > 0 and len(rec["step_s_all"]) == 2
     assert rec["memory_source"] in ("device peak", "process max RSS")
     assert rec["mfu"] == pytest.approx(rec["tflops"] / 1.0)
@@ -135,3 +139,22 @@ def test_interleaved_timing_alternates_and_times_each_step(monkeypatch):
     assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up each, then one step of each in turn
     assert times_a == [1.0, 1.0, 1.0] and times_b == [3.0, 3.0, 3.0]
     assert (med_a, med_b) == (1.0, 3.0)
+
+
+def test_cli_splits_the_cpu_and_counts_flops_over_all_devices(tmp_path):
+    """--cpu-devices=2 in a fresh process: the step runs on 2 devices; XLA's per-device FLOP count
+    is scaled back to the whole batch."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    opts = [f"--option={k}={v}" for k, v in TINY_OPTS.items()]
+    cmd = [sys.executable, "-m", "vit_jax.benchmark", *TINY, *opts, "--steps=2", "--warmup=1"]
+    out = subprocess.run(
+        [*cmd, "--cpu-devices=2", f"--json={tmp_path / 'out.jsonl'}"], cwd=root,
+        env=dict(env, JAX_PLATFORMS="cpu", PYTHONPATH=root), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (rec,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rec["devices"] == 2 and "on 2 x cpu" in out.stdout
+    assert rec["flops_per_image"] == flops.step_flops(_tiny_model(), (16, 16), "train")
+    assert 0.95 <= rec["flops_per_image_xla"] / rec["flops_per_image"] <= 1.25

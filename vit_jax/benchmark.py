@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 
 import vit_jax
-from vit_jax import flops, host_memory, optim, train_step
+from vit_jax import cpu_devices, flops, host_memory, optim, train_step
+from vit_jax import sharding as shd
 
 # (substring of jax's / torch's device name, dtype) -> dense peak TFLOP/s from the vendor's sheet.
 # float32 matmuls on these GPUs run as TF32 under the default precision of both frameworks.
@@ -75,6 +76,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--measure-peak",
         action="store_true",
         help="also time a large matmul (the MFU peak when neither --peak-tflops nor the table has one)",
+    )
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=-1,
+        help="CPU: split into N devices, the Flax step data parallel over them; -1: one per core "
+        "(as many as divide --batch), 0: XLA's single device (vit_jax/cpu_devices.py)",
     )
     p.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts")
     p.add_argument("--vs-timm", action="store_true", help="also time timm/PyTorch, print ratio")
@@ -202,21 +210,37 @@ def _flax_batch(args):
     return dict(image=images, label=labels, soft_label=jax.nn.one_hot(labels, args.num_classes))
 
 
+def step_devices() -> list:
+    """The Flax step's devices: every CPU device (one per core after --cpu-devices), else one."""
+    return jax.devices() if jax.default_backend() == "cpu" else jax.devices()[:1]
+
+
 def build_flax_step(args, model):
-    """(compiled step, its first argument, the other arguments); train steps donate the state."""
-    batch = _flax_batch(args)
+    """(jitted step, its first argument, the other arguments); train steps donate the state.
+
+    The batch is split over `step_devices()` and the state replicated, as `vit_jax.train` does.
+    """
+    mesh = shd.make_mesh(devices=step_devices())
+    if args.batch % mesh.size:
+        raise ValueError(f"--batch={args.batch} is not divisible by the {mesh.size} devices")
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch = jax.device_put(_flax_batch(args), shd.batch_sharding(mesh))
     image_shape = (1, args.image_size, args.image_size, 3)
     if args.mode == "infer":
-        params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), batch["image"][:1]))()
+        init = jax.jit(
+            lambda: model.init(jax.random.PRNGKey(0), batch["image"][:1]), out_shardings=replicated
+        )
         fn = jax.jit(lambda p, x: model.apply(p, x, train=False))
-        return fn, params, (batch["image"],)
+        return fn, init(), (batch["image"],)
     config = optimizer_config(args)
     tx = optim.make_optimizer(config)
-    state = jax.jit(lambda: train_step.init_state(model, tx, image_shape, seed=0))()
+    state = jax.jit(
+        lambda: train_step.init_state(model, tx, image_shape, seed=0), out_shardings=replicated
+    )()
     step = functools.partial(
         train_step.train_step, model=model, tx=tx, schedule=optim.make_schedule(config)
     )
-    return jax.jit(step, donate_argnums=0), state, (batch,)
+    return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated)), state, (batch,)
 
 
 def prepare_flax(args) -> Runner:
@@ -236,7 +260,8 @@ def prepare_flax(args) -> Runner:
             box[0] = out[0]
         return jax.block_until_ready(out)
 
-    device = jax.devices()[0]
+    devices = step_devices()
+    device = devices[0]
     analytic = flops.step_flops(model, (args.image_size, args.image_size), args.mode)
     return Runner(
         step,
@@ -244,12 +269,14 @@ def prepare_flax(args) -> Runner:
             framework="flax",
             device=device.device_kind,
             jax_version=jax.__version__,
+            devices=len(devices),
             compile_s=compile_s,
             step_s_median=median,
             step_s_all=times,
             images_per_s=args.batch / median,
             flops_per_image=analytic,
-            flops_per_image_xla=xla_flops / args.batch if xla_flops else None,
+            # cost_analysis counts one device's partition of the SPMD program
+            flops_per_image_xla=xla_flops * len(devices) / args.batch if xla_flops else None,
             **_jax_memory(device),
         ),
     )
@@ -389,6 +416,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
     if args.skip_flax and not args.vs_timm:
         raise ValueError("--skip-flax leaves nothing to time; add --vs-timm")
+    # Before the first computation (creating the model asks for the backend): CPU device count.
+    cpu_devices.split_cpu(cpu_devices.choose(args.cpu_devices, [args.batch], cpu_devices.cores()))
     model = vit_jax.create_model(args.variant, args.num_classes, **model_options(args))
     peak, source = args.peak_tflops, "--peak-tflops"
     if peak is None:
@@ -442,7 +471,7 @@ def main(argv=None) -> int:
     r = records[0]
     print(
         f"{args.variant} {args.image_size}px batch={args.batch} {args.dtype} {args.mode} "
-        f"attn={args.attn_impl} params={r['params']:,} on {r['device']}"
+        f"attn={args.attn_impl} params={r['params']:,} on {r.get('devices', 1)} x {r['device']}"
     )
     print(format_table(records))
     if "vs_timm" in r:

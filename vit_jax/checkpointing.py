@@ -23,6 +23,7 @@ RESUMABLE_KEYS = (
     "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
     "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
     "nan_policy", "model.attn_impl", "model.remat", "mesh.data", "mesh.fsdp", "distributed",
+    "cpu_devices",
 )  # fmt: skip
 
 

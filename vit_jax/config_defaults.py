@@ -104,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
     c.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # CPU only (vit_jax/cpu_devices.py): split the CPU into N XLA devices and train data parallel
+    # across them; -1: one per core (as many as divide the batch sizes); 0: XLA's single device.
+    # Ignored with distributed=True and when JAX has already started.
+    c.cpu_devices = 0
 
     # Fine-tuning (vit_jax.finetune).
     c.init_from = ml_collections.ConfigDict(
@@ -111,9 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     # Loop, evaluation, logging, checkpoints.
-    c.log_every = 50
+    c.log_every = 50  # 0: only at the end
     c.eval_every = 500  # 0: only at the end
-    c.checkpoint_every = 500
+    c.checkpoint_every = 500  # 0: only at the end (and on SIGTERM/SIGINT)
     c.keep_checkpoints = 3
     c.keep_best = False  # also keep the best checkpoint by eval top-1 under workdir/best
     c.async_checkpointing = True

@@ -64,9 +64,16 @@ def check_values(config, num_devices: int = None) -> None:
     ):
         if not config[key] > 0:
             raise ConfigError(f"config.{key}={config[key]} must be positive")
-    for key in ("warmup_steps", "weight_decay", "grad_clip", "label_smoothing", "log_every"):
+    for key in (
+        "warmup_steps", "weight_decay", "grad_clip", "label_smoothing", "log_every", "eval_every",
+        "checkpoint_every",
+    ):  # fmt: skip
         if config[key] < 0:
             raise ConfigError(f"config.{key}={config[key]} must not be negative")
+    if config.cpu_devices < -1:
+        raise ConfigError(
+            f"config.cpu_devices={config.cpu_devices}: use -1 (one per core), 0 (one device) or N > 0"
+        )
     decay = config.schedule != "constant"  # cosine/linear need at least one step after warmup
     if config.warmup_steps > config.total_steps - decay:
         raise ConfigError(

@@ -51,7 +51,10 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None:
         fail("--config is required, e.g. --config=configs/quickstart.py")
+    from vit_jax import cpu_devices  # noqa: PLC0415
     from vit_jax.train import train_and_evaluate  # noqa: PLC0415
+
+    cpu_devices.split_for_config(config)  # before JAX starts its backend
 
     try:
         result = train_and_evaluate(config, _WORKDIR.value)

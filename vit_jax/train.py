@@ -94,6 +94,11 @@ def evaluate(eval_fn, state, batches, mesh) -> Dict[str, float]:
     )
 
 
+def _due(step: int, every: int) -> bool:
+    """Periodic logging, eval or checkpoint at `step`; every=0 means only at the end."""
+    return every > 0 and step % every == 0
+
+
 def _check_finite(metrics, step: int, config, last_saved: Optional[int]) -> None:
     if config.nan_policy == "stop" and not bool(metrics["finite"]):
         raise NonFiniteError(
@@ -190,17 +195,17 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 _check_finite(prev, step - 1, config, last_saved)
             prev = metrics
             final = step == config.total_steps
-            if step % config.log_every == 0 or final:
+            if _due(step, config.log_every) or final:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m["images_per_sec"] = logger.images_per_second(step, config.batch_size)
                 logger.train(step, m)
-            if (config.eval_every and step % config.eval_every == 0) or final:
+            if _due(step, config.eval_every) or final:
                 _check_finite(metrics, step, config, last_saved)
                 result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
                 logger.eval(step, result)
                 ckpt.save_best(step, state, result["top1"])
             stopping = guard.signal is not None or step == stop_at
-            if step % config.checkpoint_every == 0 or final or stopping:
+            if _due(step, config.checkpoint_every) or final or stopping:
                 _check_finite(metrics, step, config, last_saved)
                 ckpt.save(step, state, force=True)
                 last_saved = step

@@ -97,6 +97,16 @@ CASES = [
     Case("negative learning rate", (RUN, "--config.lr=-0.1"), r"config\.lr=-0\.1 must be positive"),
     Case("zero learning rate", (RUN, "--config.lr=0"), r"config\.lr=0\.0 must be positive"),
     Case(
+        "negative checkpoint interval",
+        (RUN, "--config.checkpoint_every=-1"),
+        r"config\.checkpoint_every=-1 must not be negative",
+    ),
+    Case(
+        "cpu_devices below -1",
+        (RUN, "--config.cpu_devices=-2"),
+        r"config\.cpu_devices=-2: use -1 \(one per core\), 0 \(one device\) or N > 0",
+    ),
+    Case(
         "warmup as long as the run",
         (RUN, "--config.total_steps=2"),
         r"config\.warmup_steps=2 leaves no steps of total_steps=2 for the cosine schedule",
