@@ -20,7 +20,6 @@ def get_config():
     c = base_config()
     c.dataset = "folder:cifar10-jpg.tar.gz"
     c.image_size = 32
-    c.cpu_devices = -1  # one XLA device per core: +5-11% on 2 cores (docs/performance.md)
     c.batch_size = 128
     c.eval_split = "test[:5000]"  # class-balanced: folder splits are stratified
     c.eval_batch_size = 500

@@ -84,3 +84,16 @@ def test_training_split_over_cpu_devices_equals_one_device(tmp_path):
     eval1, eval2 = [[r for r in rows if r["split"] != "train"][-1] for rows in (rows1, rows2)]
     assert eval1["count"] == eval2["count"] == 360
     np.testing.assert_allclose(eval2["top1"], eval1["top1"], atol=1 / 360)
+
+
+def test_ab_script_times_one_and_two_devices():
+    cmd = [
+        sys.executable, "scripts/bench_cpu_devices.py", "--devices=2", "--variant=Ti/4",
+        "--image-size=16", "--num-classes=10", "--batch=8", "--option=depth=1", "--steps=2",
+        "--warmup=1",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "2"]
+    assert all(float(line.split()[-2]) > 0 for line in lines)

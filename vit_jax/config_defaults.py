@@ -105,7 +105,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
     c.distributed = False  # call jax.distributed.initialize() (multi-host)
     # CPU only (vit_jax/cpu_devices.py): split the CPU into N XLA devices and train data parallel
-    # across them; -1: one per core (as many as divide the batch sizes); 0: XLA's single device.
+    # across them (step +6-9% on 2 cores); -1: one per core (as many as divide the batch sizes);
+    # 0: XLA's single device.
     # Ignored with distributed=True and when JAX has already started.
     c.cpu_devices = 0
 

@@ -4,9 +4,10 @@ XLA:CPU gives a whole machine one device by default and runs one program on it: 
 intra-op thread pool, but much of the rest (elementwise fusions, reductions, the dispatch between
 ops) runs one thing at a time. Split into one device per core, jit's SPMD partitioner gives each
 core its share of the global batch for the whole program and sums the gradients across devices;
-the maths is the same global-batch step (losses equal to float rounding, tests/test_train_step.py).
-Measured on a 2-core AMD EPYC (docs/performance.md): the training step +6-10%, the CIFAR-10 run
-+5-8% end to end.
+the maths is the same global-batch step (losses equal to float rounding, tests/test_cpu_devices.py).
+Measured on a 2-core AMD EPYC (docs/performance.md): the training step +6-9% median; a whole
+CIFAR-10 run, whose tf.data pipeline shares the cores, gained nothing measurable, so the configs
+leave it off (`config.cpu_devices=0`) and the benchmark turns it on (`--cpu-devices=-1`).
 
 The count is fixed when JAX starts its CPU backend (`jax_num_cpu_devices`), so `split_cpu` must run
 before the first JAX computation; afterwards, or when `--xla_force_host_platform_device_count` or
