@@ -158,3 +158,19 @@ def test_cli_splits_the_cpu_and_counts_flops_over_all_devices(tmp_path):
     assert rec["devices"] == 2 and "on 2 x cpu" in out.stdout
     assert rec["flops_per_image"] == flops.step_flops(_tiny_model(), (16, 16), "train")
     assert 0.95 <= rec["flops_per_image_xla"] / rec["flops_per_image"] <= 1.25
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (
+            "--cpu-devices=-2",
+            "error: cpu_devices=-2: use -1 (one per core), 0 (one device) or N > 0",
+        ),
+        ("--skip-flax", "error: --skip-flax leaves nothing to time; add --vs-timm"),
+        ("--option=depth", "error: --option='depth': write KEY=VALUE, e.g. --option=depth=4"),
+    ],
+)
+def test_cli_bad_flags_print_one_line(capsys, flag, message):
+    assert benchmark.main([*TINY, flag]) == 2
+    assert capsys.readouterr().err.strip() == message

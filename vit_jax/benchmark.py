@@ -467,7 +467,11 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     host_memory.keep_freed_memory()
-    records = run(args)
+    try:
+        records = run(args)
+    except ValueError as e:  # bad flags (--option, --cpu-devices, --batch, model sizes): one line
+        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
     r = records[0]
     print(
         f"{args.variant} {args.image_size}px batch={args.batch} {args.dtype} {args.mode} "

@@ -3,6 +3,7 @@
 import jax
 
 import vit_jax
+from vit_jax import cpu_devices
 from vit_jax.config_defaults import base_config
 
 _CHOICES = dict(
@@ -70,10 +71,10 @@ def check_values(config, num_devices: int = None) -> None:
     ):  # fmt: skip
         if config[key] < 0:
             raise ConfigError(f"config.{key}={config[key]} must not be negative")
-    if config.cpu_devices < -1:
-        raise ConfigError(
-            f"config.cpu_devices={config.cpu_devices}: use -1 (one per core), 0 (one device) or N > 0"
-        )
+    try:
+        cpu_devices.choose(config.cpu_devices, (), 1)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
     decay = config.schedule != "constant"  # cosine/linear need at least one step after warmup
     if config.warmup_steps > config.total_steps - decay:
         raise ConfigError(

@@ -12,7 +12,7 @@ leave it off (`config.cpu_devices=0`) and the benchmark turns it on (`--cpu-devi
 The count is fixed when JAX starts its CPU backend (`jax_num_cpu_devices`), so `split_cpu` must run
 before the first JAX computation; afterwards, or when `--xla_force_host_platform_device_count` or
 `jax_num_cpu_devices` was set by the user, it changes nothing. Accelerator backends are unaffected.
-The CLIs (`vit_jax.main`, `vit_jax.ablation`, `vit_jax.benchmark`) call it first thing; a library
+The CLIs (`vit_jax.main`, `scripts/ablate.py`, `vit_jax.benchmark`) call it first thing; a library
 user calls `split_for_config(config)` before touching JAX.
 """
 
