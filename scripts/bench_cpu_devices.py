@@ -29,8 +29,7 @@ def main(argv=None) -> int:
     model = vit_jax.create_model(args.variant, args.num_classes, **benchmark.model_options(args))
     steps, names = [], []
     for devices in (jax.devices()[:1], jax.devices()):
-        benchmark.step_devices = lambda devices=devices: devices
-        jitted, state, rest_args = benchmark.build_flax_step(args, model)
+        jitted, state, rest_args = benchmark.build_flax_step(args, model, devices)
         compiled = jitted.lower(state, *rest_args).compile()
         box = [state]
 

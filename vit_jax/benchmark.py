@@ -140,11 +140,6 @@ def optimizer_config(args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------ timing helpers
-def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], warmup: int, steps: int):
-    """Median and all per-step seconds of `step()`, each followed by `sync(result)`."""
-    return time_interleaved([lambda: sync(step())], warmup, steps)[0]
-
-
 def time_interleaved(steps_fns: List[Callable[[], Any]], warmup: int, steps: int):
     """[(median, all seconds)] per synchronised step function, the functions taking turns.
 
@@ -215,12 +210,12 @@ def step_devices() -> list:
     return jax.devices() if jax.default_backend() == "cpu" else jax.devices()[:1]
 
 
-def build_flax_step(args, model):
+def build_flax_step(args, model, devices):
     """(jitted step, its first argument, the other arguments); train steps donate the state.
 
-    The batch is split over `step_devices()` and the state replicated, as `vit_jax.train` does.
+    The batch is split over `devices` and the state replicated, as `vit_jax.train` does.
     """
-    mesh = shd.make_mesh(devices=step_devices())
+    mesh = shd.make_mesh(devices=devices)
     if args.batch % mesh.size:
         raise ValueError(f"--batch={args.batch} is not divisible by the {mesh.size} devices")
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -246,7 +241,8 @@ def build_flax_step(args, model):
 def prepare_flax(args) -> Runner:
     """Compiles the Flax step; the runner's record is JSON-ready."""
     model = vit_jax.create_model(args.variant, args.num_classes, **model_options(args))
-    jitted, first, rest = build_flax_step(args, model)
+    devices = step_devices()
+    jitted, first, rest = build_flax_step(args, model, devices)
     start = time.perf_counter()
     compiled = jitted.lower(first, *rest).compile()
     compile_s = time.perf_counter() - start
@@ -260,7 +256,6 @@ def prepare_flax(args) -> Runner:
             box[0] = out[0]
         return jax.block_until_ready(out)
 
-    devices = step_devices()
     device = devices[0]
     analytic = flops.step_flops(model, (args.image_size, args.image_size), args.mode)
     return Runner(
@@ -287,7 +282,7 @@ def measure_peak_jax(dtype: str) -> float:
     n = 2048 if jax.default_backend() == "cpu" else 8192
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda x, y: x @ y)
-    median, _ = time_steps(lambda: matmul(a, a), jax.block_until_ready, 2, 10)
+    median, _ = time_interleaved([lambda: jax.block_until_ready(matmul(a, a))], 2, 10)[0]
     return 2 * n**3 / median / 1e12
 
 

@@ -69,7 +69,7 @@ def split_for_config(config) -> int:
     Not with `config.distributed` (each process keeps XLA's device), nor for values below -1, which
     `config_validate` reports.
     """
-    if config.distributed or config.cpu_devices in (0, 1) or config.cpu_devices < -1:
+    if config.distributed or config.cpu_devices < -1:
         return 0
     micro = config.batch_size // max(config.grad_accum_steps, 1)
     count = choose(config.cpu_devices, (micro, config.eval_batch_size), cores())
