@@ -18,6 +18,8 @@ setup(
         "numpy>=1.26",
         "tensorflow-cpu>=2.17,<2.23",
         "tensorflow-datasets>=4.9.6,<5",
+        # tfds' etils (1.15) imports it for epath without declaring it; absent, tfds sources fail.
+        "importlib-resources>=6",
         "scikit-learn>=1.4",  # bundles the 8x8 digits set: the offline default dataset
         "matplotlib>=3.8",
         "pillow>=10",

@@ -13,26 +13,16 @@ because evaluating 10,000 images at 48×48 costs as much as a fifth of the train
 Results and times: docs/ablation.md.
 """
 
-from vit_jax.config_defaults import base_config
+from vit_jax.config import load_config
 
 
 def get_config():
-    c = base_config()
-    c.dataset = "folder:cifar10-jpg.tar.gz"
-    c.image_size = 32
-    c.batch_size = 128
+    c = load_config("cifar10.py", relative_to=__file__)
     c.eval_split = "test[:5000]"  # class-balanced: folder splits are stratified
-    c.eval_batch_size = 500
     c.aug.crop_area_min = 0.35
-    c.aug.flip = True
-    c.model.variant = "Ti/4"
-    c.model.update(dict(hidden_size=128, depth=4, mlp_dim=256, num_heads=4))
-    c.model.posemb = "learn"
-    c.model.pool = "gap"
-    c.model.cls_token = False
-    c.optimizer = "adamw"
+    c.model.depth = 4
+    c.model.gelu_approximate = False
     c.lr = 2e-3
-    c.weight_decay = 0.05
     c.label_smoothing = 0.1
     c.total_steps = 300
     c.warmup_steps = 30

@@ -10,28 +10,22 @@ Expected: 76.5% top-1 (paper, 90 epochs) on ImageNet val; about 7 h on a TPUv3-8
 `imagenet2012` prepared locally (no download here).
 """
 
-from vit_jax.config_defaults import base_config
+from vit_jax.config import base_config
 
 
 def get_config():
-    c = base_config()
+    c = base_config()  # 224 px, Inception crop + flip, AdamW lr 1e-3, clip 1.0, cosine, wd 1e-4
     c.dataset = "tfds:imagenet2012"
     c.train_split = "train[:99%]"
     c.eval_split = "validation"
-    c.image_size = 224
     c.batch_size = 1024
-    c.eval_batch_size = 1024
-    c.aug.update(dict(crop_area_min=0.08, flip=True, randaug_n=2, randaug_m=10, mixup_alpha=0.2))
+    c.aug.update(dict(randaug_n=2, mixup_alpha=0.2))  # RandAugment magnitude 10: the default
     c.aug.eval_crop_pct = 0.875
     c.model.variant = "S/16"
     c.model.posemb = "sincos2d"
     c.model.pool = "gap"
     c.model.cls_token = False
     c.model.dtype = "bfloat16"
-    c.optimizer = "adamw"
-    c.lr = 1e-3
-    c.weight_decay = 1e-4
-    c.grad_clip = 1.0
     c.total_steps = 90 * 1_281_167 // 1024
     c.warmup_steps = 10_000
     c.log_every = 100

@@ -18,6 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from vit_jax import cli  # noqa: E402
+from vit_jax.common import errors  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config (configs/*.py).")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Sweep directory (one run workdir per combination)."
@@ -31,15 +34,11 @@ _LOCK = flags.DEFINE_string(
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the table and plots.")
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+_USAGE = "usage: --config=FILE --workdir=DIR --sweep=KEY=V1,V2 [--seeds=N] [--eval_sizes=A,B]"
+fail = errors.fail
 
 
 def main(argv) -> None:
-    from vit_jax import host_memory  # noqa: PLC0415
-
-    host_memory.keep_freed_memory()
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]}; flags look like --sweep=KEY=V1,V2")
@@ -47,24 +46,18 @@ def main(argv) -> None:
         fail(
             "--config and --workdir are required, e.g. --config=configs/quickstart.py --workdir=/tmp/ab"
         )
-    from vit_jax import ablation, cpu_devices  # noqa: PLC0415
-    from vit_jax.checkpointing import CheckpointError  # noqa: PLC0415
-    from vit_jax.config_validate import ConfigError  # noqa: PLC0415
-    from vit_jax.data import DataError  # noqa: PLC0415
-    from vit_jax.train import NonFiniteError  # noqa: PLC0415
+    from vit_jax.tools import ablation  # noqa: PLC0415
 
     try:
         sizes = [int(s) for s in _EVAL_SIZES.value]
     except ValueError:
         fail(f"--eval_sizes={','.join(_EVAL_SIZES.value)} should be integers, e.g. 24,40,48")
-    cpu_devices.split_for_config(_CONFIG.value)  # before JAX starts; the base config's batch sizes
-    try:
+    with errors.boundary():
+        cli.prepare_process(_CONFIG.value)  # the base config's batch sizes and kernels
         runs = ablation.expand(_CONFIG.value, _SWEEP.value, _SEEDS.value)
         finished = _REPORT_ONLY.value or ablation.run_sweep(
             _CONFIG.value, runs, _WORKDIR.value, sizes, lock=_LOCK.value
         )
-    except (ConfigError, DataError, CheckpointError, NonFiniteError) as e:
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     table = ablation.report(runs, _WORKDIR.value)
     print(table or "no finished runs yet", flush=True)
     if not finished:
@@ -72,7 +65,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        app.run(main)
-    except flags.Error as e:
-        fail(str(e).strip().splitlines()[0])
+    app.run(main, flags_parser=cli.flags_parser(_CONFIG, _USAGE))

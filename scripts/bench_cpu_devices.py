@@ -15,7 +15,9 @@ import sys
 import jax
 
 import vit_jax
-from vit_jax import benchmark, cpu_devices, host_memory
+from vit_jax import benchmark
+from vit_jax.common import cpu_devices, host_memory
+from vit_jax.tools import benchmark as bench
 
 
 def main(argv=None) -> int:
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
     model = vit_jax.create_model(args.variant, args.num_classes, **benchmark.model_options(args))
     steps, names = [], []
     for devices in (jax.devices()[:1], jax.devices()):
-        jitted, state, rest_args = benchmark.build_flax_step(args, model, devices)
+        jitted, state, rest_args = bench.build_flax_step(args, model, devices)
         compiled = jitted.lower(state, *rest_args).compile()
         box = [state]
 
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
 
         steps.append(step)
         names.append(f"{len(devices)} device(s)")
-    for name, (_, times) in zip(names, benchmark.time_interleaved(steps, args.warmup, args.steps)):
+    for name, (_, times) in zip(names, bench.time_interleaved(steps, args.warmup, args.steps)):
         best, median = args.batch / min(times), args.batch / statistics.median(times)
         print(f"{name:12s} best {best:7.1f}  median {median:7.1f} img/s")
     return 0

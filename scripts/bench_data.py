@@ -14,7 +14,8 @@ import json
 import os
 import sys
 
-from vit_jax.data_stats import make_config, measure_throughput
+from vit_jax.data.stats import measure_throughput
+from vit_jax.data_stats import make_config
 from vit_jax.data_stats import parse_args as stats_args
 
 ROWS = {

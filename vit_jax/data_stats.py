@@ -11,11 +11,12 @@ benchmark; scripts/bench_data.py runs it for several settings). Data errors prin
 
 import argparse
 import json
-import os
 import sys
-import time
 
 import ml_collections
+
+from vit_jax.common import errors
+from vit_jax.data.options import AugConfig, DataConfig
 
 
 def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
@@ -40,64 +41,6 @@ def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
             ),
         )
     )
-
-
-def measure_throughput(config, steps: int = 20, warmup: int = 5) -> dict:
-    """Train pipeline speed of one process.
-
-    The first `warmup` batches (graph tracing, tf.data autotuning, file cache) are not timed.
-
-    Returns:
-      {"images_per_s": wall-clock rate, "images_per_cpu_s": images per second of this process'
-      CPU time (all threads; unlike the wall rate, barely affected by other jobs on the
-      machine), "ms_per_batch", "steps", "batch"}.
-    """
-    from vit_jax import data
-
-    batches = data.train_iterator(config, process_index=0, process_count=1, local_device_count=1)
-    for _ in range(warmup):
-        next(batches)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        batch = next(batches)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    images = steps * len(batch["label"])
-    return {
-        "images_per_s": images / seconds,
-        "images_per_cpu_s": images / cpu_seconds,
-        "ms_per_batch": 1000 * seconds / steps,
-        "steps": steps,
-        "batch": len(batch["label"]),
-    }
-
-
-def describe(config, steps: int) -> dict:
-    """Everything the command prints, as a dict."""
-    from vit_jax.data import config as data_config
-    from vit_jax.data import pipeline
-
-    cfg = data_config.read_config(config)
-    source = pipeline.open_split(cfg, cfg.train_split)
-    counts = source.label_counts()
-    eval_batch = next(
-        iter(
-            pipeline.eval_iterator(
-                config, batch_size=1, process_index=0, process_count=1, local_device_count=1
-            )
-        )
-    )
-    stats = {
-        "dataset": cfg.dataset,
-        "split": cfg.train_split,
-        "num_examples": source.info.num_examples,
-        "classes": dict(zip(source.info.class_names, map(int, counts))),
-        "skipped_corrupt": len(getattr(source, "skipped", ())),
-        "image_shape": list(eval_batch["image"].shape[1:]),
-        "cpu_count": os.cpu_count(),
-    }
-    if steps:
-        stats["train_pipeline"] = measure_throughput(config, steps)
-    return stats
 
 
 def print_stats(stats: dict) -> None:
@@ -126,39 +69,44 @@ def print_stats(stats: dict) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="digits", help="digits | folder:PATH | tfds:NAME")
-    parser.add_argument("--split", default="train", help="split string, e.g. train[:90%%]")
-    parser.add_argument("--data_dir", default=None, help="tfds data directory")
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=128)
+    """The flags; defaults are those of `vit_jax.data.options` (DataConfig, AugConfig)."""
+    data, aug = DataConfig(), AugConfig()
+    parser = errors.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default=data.dataset, help="digits | folder:PATH | tfds:NAME")
+    parser.add_argument("--split", default=data.train_split, help="split string, e.g. train[:90%%]")
+    parser.add_argument("--data_dir", default=data.data_dir, help="tfds data directory")
+    parser.add_argument("--image_size", type=int, default=data.image_size)
+    parser.add_argument("--batch_size", type=int, default=data.batch_size)
     parser.add_argument("--steps", type=int, default=20, help="timed batches; 0 skips timing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--crop_area_min", type=float, default=0.08)
-    parser.add_argument("--no_flip", action="store_true")
-    parser.add_argument("--randaug_n", type=int, default=0)
-    parser.add_argument("--randaug_m", type=float, default=10)
-    parser.add_argument("--mixup_alpha", type=float, default=0.0)
-    parser.add_argument("--cutmix_alpha", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=data.seed)
+    parser.add_argument("--crop_area_min", type=float, default=aug.crop_area_min)
+    parser.add_argument("--no_flip", action="store_true", help="no random flip")
+    parser.add_argument("--randaug_n", type=int, default=aug.randaug_n)
+    parser.add_argument("--randaug_m", type=float, default=aug.randaug_m)
+    parser.add_argument("--mixup_alpha", type=float, default=aug.mixup_alpha)
+    parser.add_argument("--cutmix_alpha", type=float, default=aug.cutmix_alpha)
     parser.add_argument("--skip_corrupt", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.steps < 0:
+        errors.fail(f"--steps={args.steps} must be >= 0 (0 skips timing)")
+    return args
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    from vit_jax.data import DataError
+    """Runs the CLI; returns the exit status (2 after one `error:` line)."""
+    return errors.guarded(_main, argv)
 
-    try:
-        stats = describe(make_config(args), args.steps)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _main(argv) -> None:
+    args = parse_args(argv)
+    from vit_jax.data import stats as stats_lib  # noqa: PLC0415  (TensorFlow loads here)
+
+    stats = stats_lib.describe(make_config(args), args.steps)
     if args.json:
         print(json.dumps(stats))
     else:
         print_stats(stats)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ config, data or checkpoints print one line (`error: ...`) and exit with status 2
 """
 
 import os
-import re
-import sys
 
 os.environ.setdefault(
     "TF_CPP_MIN_LOG_LEVEL", "2"
@@ -17,25 +15,17 @@ os.environ.setdefault(
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from vit_jax import cli  # noqa: E402
+from vit_jax.common import errors  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints and logs (resumed if it exists)."
 )
 
 
-def _known_errors():
-    """Exception types that are the user's to fix: printed as one line, no traceback."""
-    from vit_jax.checkpointing import CheckpointError  # noqa: PLC0415
-    from vit_jax.config_validate import ConfigError  # noqa: PLC0415
-    from vit_jax.data import DataError  # noqa: PLC0415
-    from vit_jax.train import NonFiniteError  # noqa: PLC0415
-
-    return (ConfigError, DataError, CheckpointError, NonFiniteError, FileNotFoundError, ValueError)
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
+_USAGE = "usage: --config=FILE --workdir=DIR [--config.KEY=VALUE ...]"
+fail = errors.fail
 
 
 def main(argv) -> None:
@@ -51,15 +41,11 @@ def main(argv) -> None:
     config = _CONFIG.value
     if config is None:
         fail("--config is required, e.g. --config=configs/quickstart.py")
-    from vit_jax import cpu_devices  # noqa: PLC0415
     from vit_jax.train import train_and_evaluate  # noqa: PLC0415
 
-    cpu_devices.split_for_config(config)  # before JAX starts its backend
-
-    try:
+    with errors.boundary():
+        cli.prepare_process(config)
         result = train_and_evaluate(config, _WORKDIR.value)
-    except _known_errors() as e:
-        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
     if "top1" in result:
         print(
             f"final: eval top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
@@ -68,57 +54,9 @@ def main(argv) -> None:
         )
 
 
-_USAGE = "usage: --config=FILE --workdir=DIR [--config.KEY=VALUE ...]"
-
-
-def _lines(text: str):
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _unknown_override(text: str, argv) -> str:
-    """`--config.foo=1`: ml_collections raises a bare KeyError/AttributeError holding "'foo'"."""
-    key = (re.findall(r"\w+", text) or ["?"])[0]
-    names = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-    flag = next((n for n in names if key in n.split(".")[1:]), f"--config.{key}")
-    hint = re.search(r'Did you mean "([^"]+)"', text)
-    hint = f" (did you mean {hint.group(1)!r}?)" if hint else ""
-    return f"{flag}: no config key {key!r}{hint}; every key is listed in vit_jax/config_defaults.py"
-
-
-def _flag_error(error: BaseException, argv) -> str:
-    """One line for anything that failed while parsing flags and loading the config file."""
-    text = str(error.args[0]) if isinstance(error, LookupError) and error.args else str(error)
-    if isinstance(error, SyntaxError):
-        return f"cannot load --config file {error.filename}: syntax error on line {error.lineno}"
-    if isinstance(error, OSError):  # The config file is missing, a folder, unreadable.
-        cause = re.search(r"\[Errno \d+\][^\n]*", text)
-        cause = cause.group(0) if cause else _lines(text)[0]
-        return f"cannot load the --config file: {cause}; pass --config=PATH/TO/config.py"
-    lines = [x for x in _lines(text) if not x.startswith("Pass --help")] or [type(error).__name__]
-    if "Error whilst parsing config file" in text:  # Its own error is on the last line.
-        return f"in the --config file: {lines[-1]}"
-    if "attribute 'get_config'" in text:
-        return "the --config file must define get_config() returning an ml_collections.ConfigDict"
-    if isinstance(error, (AttributeError, LookupError)):
-        return _unknown_override(text, argv)
-    return f"{lines[0]} ({_USAGE})"
-
-
-def parse_flags(argv):
-    """absl's flag parsing, but every error is one `error:` line (absl prints `FATAL ...` and
-    ml_collections raises tracebacks, some of them only when the config is first used)."""
-    try:
-        argv = flags.FLAGS(argv)
-        if _CONFIG.value is not None:
-            _CONFIG.value.get("seed")  # ml_collections defers a config file's load error to here
-    except (flags.Error, OSError, SyntaxError, AttributeError, LookupError) as e:
-        fail(_flag_error(e, argv))
-    return argv
-
-
 def run() -> None:
     """Entry point: parses flags (one-line errors), then trains."""
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=cli.flags_parser(_CONFIG, _USAGE))
 
 
 if __name__ == "__main__":

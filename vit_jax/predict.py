@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO line
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import host_memory  # noqa: E402
+from vit_jax.common import errors, host_memory  # noqa: E402
 
 # Private flags, so this CLI and `vit_jax.main` (which also has --config/--workdir) import side by side.
 FLAGS = flags.FlagValues()
@@ -56,7 +56,7 @@ _EXPORT_NPZ = flags.DEFINE_string(
 )  # fmt: skip
 
 
-class UsageError(ValueError):
+class UsageError(errors.Error, ValueError):
     """Flags that do not make a request."""
 
 
@@ -71,19 +71,16 @@ def main(argv: Sequence[str]) -> int:
     if "--help" in argv or "-h" in argv:
         print(__doc__ + "\n" + FLAGS.get_help())
         return 0
+    return errors.guarded(_parse_and_run, argv)
+
+
+def _parse_and_run(argv: Sequence[str]) -> None:
+    FLAGS.unparse_flags()  # parse afresh on every call (tests call main repeatedly)
     try:
-        FLAGS.unparse_flags()  # parse afresh on every call (tests call main repeatedly)
         images = FLAGS(list(argv))[1:]
-        _run(images)
-    except (
-        flags.Error,
-        ValueError,
-        FileNotFoundError,
-    ) as e:  # ValueError: Config/Data/CheckpointError
-        lines = str(e).strip().splitlines()
-        print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+    except flags.Error as e:
+        raise UsageError(errors.first_line(e)) from None
+    _run(images)
 
 
 def _run(images: List[str]) -> None:
@@ -97,13 +94,13 @@ def _run(images: List[str]) -> None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist")
 
-    from vit_jax import inference  # noqa: PLC0415  (JAX and TensorFlow load here, after the flags)
+    from vit_jax.tools import inference  # noqa: PLC0415  (JAX and TensorFlow load here, after the flags)
 
     model, variables, config, class_names = inference.load_run(
         _WORKDIR.value or _CHECKPOINT.value, _CONFIG.value
     )
     if _EXPORT_NPZ.value:
-        from vit_jax.checkpoints import export_npz  # noqa: PLC0415
+        from vit_jax.weights import export_npz  # noqa: PLC0415
 
         print(f"wrote {export_npz(variables['params'], _EXPORT_NPZ.value)}")
     if images:
@@ -114,7 +111,7 @@ def _run(images: List[str]) -> None:
 
 def _predict(model, variables, config, class_names, paths: List[str]) -> None:
     """Prints each image's top-k classes; writes the attention map if asked."""
-    from vit_jax import inference  # noqa: PLC0415
+    from vit_jax.tools import inference  # noqa: PLC0415
 
     inputs, originals = inference.load_images(paths, config)
     probs = inference.predict_probs(model, variables, inputs, config.loss)
@@ -123,7 +120,7 @@ def _predict(model, variables, config, class_names, paths: List[str]) -> None:
         for name, p in top:
             print(f"  {p:.6f}  {name}")
     if _ATTENTION_MAP.value:
-        from vit_jax import rollout  # noqa: PLC0415
+        from vit_jax.tools import rollout  # noqa: PLC0415
 
         heat = rollout.rollout_heatmap(model, variables, inputs)[0]
         print(f"wrote {rollout.save_overlay(originals[0], heat, _ATTENTION_MAP.value)}")
@@ -134,8 +131,8 @@ def _evaluate(model, variables, config, split: str) -> None:
     import jax  # noqa: PLC0415
 
     from vit_jax import data, train  # noqa: PLC0415
-    from vit_jax import sharding as shd  # noqa: PLC0415
-    from vit_jax import train_step as ts  # noqa: PLC0415
+    from vit_jax.train import sharding as shd  # noqa: PLC0415
+    from vit_jax.train import step as ts  # noqa: PLC0415
 
     eval_fn = jax.jit(functools.partial(ts.eval_step, model=model, loss_name=config.loss))
     state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

@@ -46,7 +46,7 @@ CASES = [
     Case(
         "unknown key (config file)",
         ("--config={tmp}/typo.py", RUN),
-        r"unknown config key\(s\): learning_rate; see vit_jax/config_defaults\.py",
+        r"unknown config key\(s\): learning_rate; see vit_jax/config/defaults\.py",
         prepare="write_typo_config",
     ),
     Case(

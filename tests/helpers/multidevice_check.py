@@ -10,9 +10,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests.helpers.tiny import batch, tiny_config  # noqa: E402
-from vit_jax import sharding as shd  # noqa: E402
 from vit_jax import train as train_lib  # noqa: E402
-from vit_jax import train_step as ts  # noqa: E402
+from vit_jax.train import sharding as shd  # noqa: E402
+from vit_jax.train import step as ts  # noqa: E402
 
 assert jax.device_count() == 8, jax.devices()
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vit_jax.config_defaults import base_config
+from vit_jax.config import base_config
 
 
 def tiny_config(**overrides):

@@ -14,9 +14,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import jax  # noqa: E402
 
 from tests.helpers.tiny import batch, tiny_config  # noqa: E402
-from vit_jax import sharding as shd  # noqa: E402
 from vit_jax import train as train_lib  # noqa: E402
-from vit_jax import train_step as ts  # noqa: E402
+from vit_jax.common.distributed import init_distributed  # noqa: E402
+from vit_jax.train import sharding as shd  # noqa: E402
+from vit_jax.train import step as ts  # noqa: E402
 
 workdir = sys.argv[1]
 c = tiny_config(dataset="digits", image_size=8, batch_size=32, eval_batch_size=64, total_steps=4)
@@ -24,7 +25,7 @@ c.eval_every = 0
 c.async_checkpointing = False
 c.optimizer = "sgd"
 c.distributed = len(sys.argv) > 2
-train_lib.init_distributed(c)
+init_distributed(c.distributed)  # what the CLI does first (vit_jax/cli.py)
 
 # Fixed global batches, each process contributing its contiguous slice.
 mesh = shd.make_mesh()

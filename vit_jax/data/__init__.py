@@ -17,7 +17,7 @@ _LAZY = {
     "get_info": "pipeline",
     "train_iterator": "pipeline",
     "eval_iterator": "pipeline",
-    "read_config": "config",
+    "read_config": "options",
     "open_source": "sources",
 }
 

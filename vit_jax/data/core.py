@@ -4,10 +4,14 @@ import dataclasses
 import re
 from typing import Optional, Tuple
 
+from vit_jax.common.errors import Error, first_line
+
+__all__ = ["DataError", "DatasetInfo", "Shard", "SourceOptions", "first_line"]
+
 Shard = Tuple[int, int]  # (process index, process count): the part of a split a process reads.
 
 
-class DataError(ValueError):
+class DataError(Error, ValueError):
     """A problem with the data the user pointed at: a missing folder, a corrupt file, a bad name.
 
     The message is always one line naming the dataset string, file or config key, so the CLI can
@@ -31,15 +35,6 @@ class DatasetInfo:
     num_examples: int
     num_classes: int
     class_names: Tuple[str, ...]
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception message, without TF's "{{function_node ...}}" noise."""
-    text = re.sub(r"\{\{.*?\}\}|\[Op:.*?\].*", "", str(error))
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,9 @@ import numpy as np
 
 from vit_jax.data import splits
 from vit_jax.data._tf import tf
-from vit_jax.data.config import DataConfig, read_config
 from vit_jax.data.core import DataError, DatasetInfo, SourceOptions, first_line
 from vit_jax.data.mix import mix_batch
+from vit_jax.data.options import DataConfig, read_config
 from vit_jax.data.preprocess import eval_image, train_image
 from vit_jax.data.sources import Source, open_source
 

@@ -7,7 +7,7 @@ function of its inputs, so a batch depends only on (config.seed, position in the
 from typing import Sequence, Tuple
 
 from vit_jax.data._tf import tf
-from vit_jax.data.config import AugConfig
+from vit_jax.data.options import AugConfig
 from vit_jax.data.randaugment import randaugment
 
 

@@ -13,9 +13,9 @@ from typing import Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from vit_jax.common.registry import Registry
 from vit_jax.data import digits, folder, tfds_source
 from vit_jax.data.core import DataError, DatasetInfo, Shard, SourceOptions
-from vit_jax.registry import Registry
 
 SOURCES = Registry("dataset source")
 SOURCES.register("digits")(digits.open_digits)

@@ -1,0 +1,124 @@
+"""Every config key and its default; each experiment config in `configs/` changes what it needs.
+
+Every key an experiment may set exists here, so a typo in a config file or on the command line is an
+error (see `vit_jax.config.validate`), never a silently ignored setting. Each default is written
+once: `config.model` comes from the fields of `VisionTransformer`, `config.aug` and the data keys
+from `vit_jax.data.options` (AugConfig, DataConfig); only the trainer's own keys are written here.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import typing
+from typing import Any
+
+import ml_collections
+
+from vit_jax import models
+from vit_jax.data.options import AugConfig, DataConfig
+
+
+def _value(default: Any, annotation: Any):
+    """A ConfigDict value: a typed reference for a None default (so overrides are type-checked)."""
+    if default is not None:
+        return default
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
+    return ml_collections.FieldReference(None, field_type=kinds[0])
+
+
+def _from_dataclass(cls, skip=()) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: _value(f.default, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and f.default is not dataclasses.MISSING
+    }
+
+
+def model_defaults() -> ml_collections.ConfigDict:
+    """`config.model`: a size string (or None) and the sizes, plus every `vit_jax.MODEL_OPTIONS`.
+
+    Sizes left None come from `variant`; with `variant=None` all five must be given.
+    """
+    hints = typing.get_type_hints(models.VisionTransformer)
+    options = {
+        k: _value(v, hints[k]) for k, v in models.OPTION_DEFAULTS.items() if k != "patch_size"
+    }
+    sizes = {k: ml_collections.FieldReference(None, field_type=int) for k in models.SIZE_KEYS}
+    variant = ml_collections.FieldReference("Ti/16", field_type=str)  # typed: may be set to None
+    return ml_collections.ConfigDict(dict(variant=variant, **sizes, **options))
+
+
+def aug_defaults() -> ml_collections.ConfigDict:
+    """`config.aug`: train-time augmentation and normalisation (`vit_jax.data.options.AugConfig`)."""
+    return ml_collections.ConfigDict(_from_dataclass(AugConfig))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All keys with their defaults."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Data (vit_jax.data; meanings in vit_jax/data/options.py): dataset "digits",
+    # "folder:/path/or.tar.gz" or "tfds:cifar10"; batch sizes are global, over all devices and hosts;
+    # eval_batch_size None: batch_size.
+    c.update(_from_dataclass(DataConfig, skip=("aug", "seed")))
+    c.num_classes = ml_collections.FieldReference(None, field_type=int)  # None: from the dataset
+    c.aug = aug_defaults()
+    c.model = model_defaults()
+
+    # Optimisation (vit_jax/train/optim.py).
+    c.total_steps = 1000
+    c.optimizer = "adamw"  # adamw | sgd | lion | adafactor
+    c.lr = 1e-3
+    c.schedule = "cosine"  # cosine | linear | constant
+    c.warmup_steps = 100
+    c.min_lr_ratio = 0.0
+    c.b1 = 0.9
+    c.b2 = 0.999
+    c.momentum = 0.9  # sgd
+    c.weight_decay = 1e-4  # decoupled; applied to kernels only (no biases, norms, position tables)
+    c.grad_clip = 1.0  # global norm; 0 disables
+    c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide into them
+    c.loss = "softmax_xent"  # softmax_xent | sigmoid_xent | mse
+    c.label_smoothing = 0.0
+    c.freeze_encoder = False  # linear probe: only the head (and pre_logits) train
+    c.nan_policy = "stop"  # stop | skip: what a non-finite loss or gradient does
+
+    # Devices.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
+    c.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # CPU only (vit_jax/common/cpu_devices.py): split the CPU into N XLA devices and train data parallel
+    # across them (step +6-9% on 2 cores); -1: one per core (as many as divide the batch sizes);
+    # 0: XLA's single device.
+    # Ignored with distributed=True and when JAX has already started.
+    c.cpu_devices = 0
+
+    # Fine-tuning (vit_jax/weights/finetune.py).
+    c.init_from = ml_collections.ConfigDict(
+        dict(path="", format="auto", posemb_resize="bilinear", skip_head=True)
+    )
+
+    # Loop, evaluation, logging, checkpoints.
+    c.log_every = 50  # 0: only at the end
+    c.eval_every = 500  # 0: only at the end
+    c.checkpoint_every = 500  # 0: only at the end (and on SIGTERM/SIGINT)
+    c.keep_checkpoints = 3
+    c.keep_best = False  # also keep the best checkpoint by eval top-1 under workdir/best
+    c.async_checkpointing = True
+    c.allow_config_change = False  # resume a workdir whose saved config differs
+    c.progress_bar = True
+    return c
+
+
+def load_config(path: str, *args, relative_to: str = None) -> ml_collections.ConfigDict:
+    """`get_config(*args)` of the config file `path` (relative to the file `relative_to`, if given),
+    so one recipe builds on another: `c = load_config("cifar10.py", relative_to=__file__)`."""
+    if relative_to is not None:
+        path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
+    name = "vit_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise FileNotFoundError(f"no config file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*args)

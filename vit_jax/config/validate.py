@@ -1,0 +1,110 @@
+"""Up-front config checks: every problem is one line naming the key and how to fix it."""
+
+import jax
+
+from vit_jax import models
+from vit_jax.common import cpu_devices, trees
+from vit_jax.common.errors import Error
+from vit_jax.config.defaults import base_config
+
+_CHOICES = dict(
+    optimizer=("adamw", "sgd", "lion", "adafactor"),
+    schedule=("cosine", "linear", "constant"),
+    loss=("softmax_xent", "sigmoid_xent", "mse"),
+    nan_policy=("stop", "skip"),
+)
+
+
+class ConfigError(Error, ValueError):
+    """A config value that cannot work."""
+
+
+def eval_batch_size(config) -> int:
+    """The global eval batch size: `config.eval_batch_size`, or `batch_size` when it is None."""
+    return config.eval_batch_size or config.batch_size
+
+
+def check_keys(config) -> None:
+    """Unknown keys (typos) and values of the wrong type, against `base_config()`."""
+    base = trees.flatten(base_config())
+    got = trees.flatten(config)
+    unknown = sorted(set(got) - set(base))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s): {', '.join(unknown)}; see vit_jax/config/defaults.py"
+        )
+    for key, default in base.items():
+        value = got.get(key, default)
+        if default is None or value is None or isinstance(default, (tuple, list)):
+            continue
+        if isinstance(default, bool) != isinstance(value, bool):
+            raise ConfigError(f"config.{key}={value!r} should be a bool")
+        if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ConfigError(f"config.{key}={value!r} should be a number")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"config.{key}={value!r} should be a string")
+
+
+def check_values(config, num_devices: int = None) -> None:
+    """Impossible settings: choices, signs, divisibility, patch vs image size."""
+    for key, choices in _CHOICES.items():
+        if config[key] not in choices:
+            raise ConfigError(f"config.{key}={config[key]!r} is not one of {', '.join(choices)}")
+    for key in ("lr", "total_steps", "batch_size", "image_size", "grad_accum_steps"):
+        if not config[key] > 0:
+            raise ConfigError(f"config.{key}={config[key]} must be positive")
+    if config.eval_batch_size is not None and config.eval_batch_size <= 0:
+        raise ConfigError(f"config.eval_batch_size={config.eval_batch_size} must be positive")
+    for key in (
+        "warmup_steps", "weight_decay", "grad_clip", "label_smoothing", "log_every", "eval_every",
+        "checkpoint_every",
+    ):  # fmt: skip
+        if config[key] < 0:
+            raise ConfigError(f"config.{key}={config[key]} must not be negative")
+    try:
+        cpu_devices.choose(config.cpu_devices, (), 1)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
+    decay = config.schedule != "constant"  # cosine/linear need at least one step after warmup
+    if config.warmup_steps > config.total_steps - decay:
+        raise ConfigError(
+            f"config.warmup_steps={config.warmup_steps} leaves no steps of total_steps="
+            f"{config.total_steps} for the {config.schedule} schedule; lower warmup_steps"
+        )
+    if config.batch_size % config.grad_accum_steps:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by "
+            f"grad_accum_steps={config.grad_accum_steps}"
+        )
+    n = num_devices or jax.device_count()
+    micro = config.batch_size // config.grad_accum_steps
+    if micro % n:
+        raise ConfigError(
+            f"micro-batch {micro} (batch_size / grad_accum_steps) is not divisible by the {n} devices; "
+            f"use a multiple of {n}"
+        )
+    if eval_batch_size(config) % n:
+        raise ConfigError(
+            f"config.eval_batch_size={eval_batch_size(config)} is not divisible by the {n} devices"
+        )
+    check_model(config)
+
+
+def check_model(config) -> None:
+    """The model options (without building the model) and the patch size against image_size."""
+    try:
+        opts = models.config_options(config.model)
+    except ValueError as e:
+        raise ConfigError(f"config.model: {e}") from None
+    ph, pw = opts["patch_size"]
+    if config.image_size % ph or config.image_size % pw:
+        raise ConfigError(
+            f"config.image_size={config.image_size} is not divisible by the patch size {ph} of "
+            f"the model (model.variant={config.model.variant!r}, model.patch_size)"
+        )
+
+
+def validate(config, num_devices: int = None) -> None:
+    """Runs every check; raises ConfigError with one line."""
+    check_keys(config)
+    check_values(config, num_devices)

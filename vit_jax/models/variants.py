@@ -1,0 +1,157 @@
+"""Size strings ("B/16") → model hyper-parameters, and `create_model`, the one public constructor.
+
+Sizes follow the ViT paper and "Scaling Vision Transformers" (Zhai et al. 2022).
+"""
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import jax.numpy as jnp
+
+from vit_jax import kernels
+from vit_jax.models.heads import HEADS
+from vit_jax.models.norms import NORMS
+from vit_jax.models.pooling import POOLS
+from vit_jax.models.posemb import POSEMB
+from vit_jax.models.vit import VisionTransformer
+
+# name: (width, depth, mlp_dim, heads)
+SIZES: Dict[str, Tuple[int, int, int, int]] = {
+    "Ti": (192, 12, 768, 3),
+    "S": (384, 12, 1536, 6),
+    "M": (512, 12, 2048, 8),
+    "B": (768, 12, 3072, 12),
+    "L": (1024, 24, 4096, 16),
+    "H": (1280, 32, 5120, 16),
+    "g": (1408, 40, 6144, 16),
+    "G": (1664, 48, 8192, 16),
+}
+
+SIZE_KEYS = ("patch_size", "hidden_size", "depth", "mlp_dim", "num_heads")
+
+# Options `create_model(**overrides)` and `config.model` accept: the sizes (they override the
+# variant's) and every other field of `VisionTransformer`, whose defaults are `OPTION_DEFAULTS`.
+MODEL_OPTIONS = tuple(
+    f.name
+    for f in dataclasses.fields(VisionTransformer)
+    if f.name not in ("parent", "name", "num_classes")
+)
+OPTION_DEFAULTS: Dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(VisionTransformer)
+    if f.name in MODEL_OPTIONS and f.default is not dataclasses.MISSING
+}
+
+
+def decode_variant(variant: str) -> Dict[str, Any]:
+    """ "B/16" → dict(hidden_size=768, depth=12, mlp_dim=3072, num_heads=12, patch_size=(16, 16))."""
+    size, _, patch = variant.partition("/")
+    if size not in SIZES or not patch.isdigit() or int(patch) < 1:
+        raise ValueError(
+            f"unknown model variant {variant!r}; use SIZE/PATCH with SIZE in "
+            f"{', '.join(SIZES)} and an integer patch, e.g. 'B/16' or 'Ti/4'"
+        )
+    width, depth, mlp, heads = SIZES[size]
+    p = int(patch)
+    return dict(hidden_size=width, depth=depth, mlp_dim=mlp, num_heads=heads, patch_size=(p, p))
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
+
+
+def validate_options(opts: Dict[str, Any]) -> None:
+    """Raises a one-line ValueError for any option that cannot work."""
+    unknown = sorted(set(opts) - set(MODEL_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown model option(s) {unknown}; valid options: {', '.join(MODEL_OPTIONS)}"
+        )
+    opts = {**OPTION_DEFAULTS, **opts}
+    missing = [k for k in SIZE_KEYS if opts.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"model sizes {missing} are not set; give a variant such as 'B/16' or all of "
+            f"{', '.join(SIZE_KEYS)}"
+        )
+    _check_choice("posemb", opts["posemb"], POSEMB.names())
+    _check_choice("pool", opts["pool"], POOLS.names())
+    _check_choice("norm", opts["norm"], NORMS.names())
+    _check_choice("head", opts["head"], HEADS.names())
+    _check_choice("norm_placement", opts["norm_placement"], ("pre", "post"))
+    _check_choice("attn_impl", opts["attn_impl"], kernels.ATTN_IMPLS)
+    _check_choice("kernels", opts["kernels"], ("auto", *kernels.KERNELS.names()))
+    for key in ("dtype", "param_dtype"):
+        try:
+            jnp.dtype(opts[key])
+        except TypeError:
+            raise ValueError(
+                f"model.{key}={opts[key]!r} is not a dtype; use float32 or bfloat16"
+            ) from None
+    width, heads = opts["hidden_size"], opts["num_heads"]
+    if width % heads:
+        raise ValueError(f"num_heads={heads} does not divide hidden_size={width}")
+    for key in ("dropout_rate", "attention_dropout_rate", "drop_path_rate"):
+        if not 0.0 <= opts[key] < 1.0:
+            raise ValueError(f"model.{key}={opts[key]} must lie in [0, 1)")
+    if opts["pool"] == "token" and opts["cls_token"] is False:
+        raise ValueError(
+            "pool='token' needs a class token; drop cls_token=False or pick another pool"
+        )
+
+
+def resolve_options(variant: Optional[str], **overrides) -> Dict[str, Any]:
+    """Every option of the model `create_model(variant, ..., **overrides)` builds, checked.
+
+    The variant's sizes, then `overrides`, then `OPTION_DEFAULTS`; `patch_size` as a pair.
+    `kernels` / `attn_impl` stay as given ("auto" included).
+
+    Raises:
+      ValueError: one line naming the option that cannot work.
+    """
+    opts = {**(decode_variant(variant) if variant else {}), **overrides}
+    if isinstance(opts.get("patch_size"), int):
+        opts["patch_size"] = (opts["patch_size"],) * 2
+    if opts.get("patch_size") is not None:
+        opts["patch_size"] = tuple(opts["patch_size"])
+    validate_options(opts)
+    return {**OPTION_DEFAULTS, **opts}
+
+
+def config_options(model_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """`resolve_options` for a `config.model` mapping: `variant` plus options; sizes left None
+    come from the variant."""
+    opts = {k: v for k, v in model_config.items() if k != "variant"}
+    opts = {k: v for k, v in opts.items() if not (k in SIZE_KEYS and v is None)}
+    return resolve_options(model_config.get("variant"), **opts)
+
+
+def create_model(
+    variant: Optional[str], num_classes: Optional[int], **overrides
+) -> VisionTransformer:
+    """Builds a ViT from a size string and options.
+
+    Args:
+      variant: size/patch, e.g. "Ti/16", "B/16", "H/14", "S/4"; or None when `overrides` give all of
+        patch_size, hidden_size, depth, mlp_dim and num_heads.
+      num_classes: outputs of the head; 0 or None for no head (pooled features).
+      **overrides: any of `MODEL_OPTIONS`, e.g. posemb="rope2d", pool="gap", dtype="bfloat16".
+        `kernels` and `attn_impl` left at "auto" are resolved here for JAX's backend
+        (`vit_jax.kernels.resolve`).
+
+    Returns:
+      An unbound `VisionTransformer`.
+    """
+    return _build(resolve_options(variant, **overrides), num_classes)
+
+
+def from_config(model_config: Mapping[str, Any], num_classes: Optional[int]) -> VisionTransformer:
+    """`create_model` from a `config.model` mapping (see `config_options`)."""
+    return _build(config_options(model_config), num_classes)
+
+
+def _build(opts: Dict[str, Any], num_classes: Optional[int]) -> VisionTransformer:
+    opts = dict(opts)
+    opts["kernels"], opts["attn_impl"] = kernels.resolve(opts["kernels"], opts["attn_impl"])
+    return VisionTransformer(num_classes=num_classes, **opts)

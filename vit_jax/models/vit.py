@@ -1,0 +1,230 @@
+"""The Vision Transformer (Flax linen).
+
+Module names are chosen so parameter paths equal the keys of Google's released ViT checkpoints:
+`embedding`, `cls`, `Transformer/posembed_input/pos_embedding`,
+`Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0}`,
+`Transformer/encoder_norm`, `pre_logits`, `head`.
+
+Per-block tokens are recorded with `sow` in the `intermediates` collection
+(`Transformer/block_{i}`); see `get_features`.
+"""
+
+import functools
+from typing import Any, Dict, Optional, Tuple
+
+import flax
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vit_jax.models.attention import MultiHeadDotProductAttention
+from vit_jax.models.heads import HEADS
+from vit_jax.models.layers import DropPath, LayerScale, MlpBlock
+from vit_jax.models.norms import NORMS
+from vit_jax.models.pooling import POOLS
+from vit_jax.models.posemb import POSEMB, Grid
+
+
+class Encoder1DBlock(nn.Module):
+    """One transformer block: attention and MLP, each a residual branch.
+
+    Every attribute is set by `VisionTransformer` (whose fields hold the defaults):
+      mlp_dim, num_heads: sizes. norm / norm_placement: norm name and `pre` or `post`.
+      dropout_rate, attention_dropout_rate, drop_path_rate: regularisation in training.
+      layer_scale: initial LayerScale value, or None for no LayerScale.
+      qk_norm, attn_impl, rope: forwarded to the attention layer.
+      kernels: the kernel set of every layer (`vit_jax.kernels`).
+    """
+
+    mlp_dim: int
+    num_heads: int
+    norm: str
+    norm_placement: str
+    dropout_rate: float
+    attention_dropout_rate: float
+    drop_path_rate: float
+    layer_scale: Optional[float]
+    qk_norm: bool
+    attn_impl: str
+    kernels: str
+    rope: Optional[Any]
+    gelu_approximate: bool
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False):
+        norm = functools.partial(NORMS.get(self.norm), kernels=self.kernels)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        pre = self.norm_placement == "pre"
+
+        y = norm(train=train, name="LayerNorm_0", **kw)(x) if pre else x
+        y = MultiHeadDotProductAttention(
+            self.num_heads, self.attention_dropout_rate, self.qk_norm, self.attn_impl,
+            self.kernels, self.rope, name="MultiHeadDotProductAttention_0", **kw,
+        )(y, grid=grid, num_prefix=num_prefix, train=train)  # fmt: skip
+        y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+        y = LayerScale(self.layer_scale, name="ls1")(y) if self.layer_scale else y
+        x = x + DropPath(self.drop_path_rate)(y, train=train)
+        x = x if pre else norm(train=train, name="LayerNorm_0", **kw)(x)
+
+        y = norm(train=train, name="LayerNorm_1", **kw)(x) if pre else x
+        y = MlpBlock(
+            self.mlp_dim, self.dropout_rate, self.gelu_approximate, self.kernels, name="MlpBlock_0",
+            **kw,
+        )(y, train=train)  # fmt: skip
+        y = LayerScale(self.layer_scale, name="ls2")(y) if self.layer_scale else y
+        x = x + DropPath(self.drop_path_rate)(y, train=train)
+        return x if pre else norm(train=train, name="LayerNorm_1", **kw)(x)
+
+
+class Encoder(nn.Module):
+    """Position embedding, `depth` blocks with linearly increasing drop-path, final norm.
+
+    `block` holds the Encoder1DBlock options shared by all blocks; `VisionTransformer` sets all.
+    """
+
+    depth: int
+    block: Dict[str, Any]
+    posemb: str
+    dropout_rate: float
+    drop_path_rate: float
+    final_norm: bool
+    remat: bool
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        scheme = POSEMB.get(self.posemb)
+        if not scheme.rotary:
+            x = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+        block = nn.remat(Encoder1DBlock, static_argnums=(2, 3, 4)) if self.remat else Encoder1DBlock
+        for i in range(self.depth):
+            x = block(
+                drop_path_rate=self.drop_path_rate * i / max(self.depth - 1, 1),
+                dropout_rate=self.dropout_rate,
+                rope=scheme if scheme.rotary else None,
+                name=f"encoderblock_{i}",
+                **self.block,
+                **kw,
+            )(x, grid, num_prefix, train)
+            self.sow("intermediates", f"block_{i}", x)
+        if self.final_norm:
+            norm = NORMS.get(self.block["norm"])
+            x = norm(train=train, kernels=self.block["kernels"], name="encoder_norm", **kw)(x)
+        return x
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patchify (conv, stride = patch) → [CLS] → encoder → pool → [pre-logits] → head.
+
+    Input images `[B, H, W, C]` with H and W divisible by the patch size (non-square allowed).
+    Output: `[B, num_classes]` float32 logits; features `[B, D]` if `num_classes` is 0/None; all
+    tokens `[B, P + N, D]` with `pool='none'` and no head. Build it with `vit_jax.create_model`;
+    `vit_jax.MODEL_OPTIONS` lists every option. The defaults of these fields are the defaults of
+    `create_model` and of `config.model` (vit_jax/config/defaults.py derives them from here).
+    """
+
+    num_classes: Optional[int]
+    patch_size: Tuple[int, int]
+    hidden_size: int
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    posemb: str = "learn"
+    pool: str = "token"
+    cls_token: Optional[bool] = None
+    norm: str = "layernorm"
+    norm_placement: str = "pre"
+    final_norm: bool = True
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_scale: Optional[float] = None
+    qk_norm: bool = False
+    head: str = "classification"
+    representation_size: Optional[int] = None
+    head_bias: bool = True
+    head_bias_init: float = 0.0
+    gelu_approximate: bool = False
+    dtype: Any = "float32"
+    param_dtype: Any = "float32"
+    attn_impl: str = "auto"  # resolved by vit_jax.kernels.resolve before the model is built
+    kernels: str = "auto"  # likewise: "stock" or "cpu" (vit_jax/kernels/__init__.py)
+    remat: bool = False
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def params_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+    @property
+    def num_prefix(self) -> int:
+        use_cls = self.pool == "token" if self.cls_token is None else self.cls_token
+        return int(use_cls)
+
+    @nn.compact
+    def __call__(self, images, *, train: bool = False):
+        _, height, width, _ = images.shape
+        ph, pw = self.patch_size
+        if height % ph or width % pw:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
+                "resize the images or pick another patch size"
+            )
+        kw = dict(dtype=self.compute_dtype, param_dtype=self.params_dtype)
+        x = nn.Conv(
+            self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID", name="embedding", **kw
+        )(images.astype(self.compute_dtype))
+        b, h, w, d = x.shape
+        x = x.reshape(b, h * w, d)  # [B, N, D], row-major patches
+        if self.num_prefix:
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, d), self.params_dtype)
+            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
+
+        block = dict(
+            mlp_dim=self.mlp_dim,
+            num_heads=self.num_heads,
+            norm=self.norm,
+            norm_placement=self.norm_placement,
+            attention_dropout_rate=self.attention_dropout_rate,
+            layer_scale=self.layer_scale,
+            qk_norm=self.qk_norm,
+            attn_impl=self.attn_impl,
+            kernels=self.kernels,
+            gelu_approximate=self.gelu_approximate,
+        )
+        x = Encoder(
+            self.depth, block, self.posemb, self.dropout_rate, self.drop_path_rate,
+            self.final_norm, self.remat, name="Transformer", **kw,
+        )(x, (h, w), self.num_prefix, train)  # fmt: skip
+        x = POOLS.get(self.pool)(x, num_prefix=self.num_prefix, model=self)
+        self.sow("intermediates", "pre_logits_input", x)
+
+        if self.representation_size:
+            x = nn.tanh(nn.Dense(self.representation_size, name="pre_logits", **kw)(x))
+        if not self.num_classes:
+            return x.astype(jnp.float32)
+        head = HEADS.get(self.head)
+        x = head(
+            self.num_classes, use_bias=self.head_bias, bias_init=self.head_bias_init, **kw
+        )(x)  # fmt: skip
+        return x.astype(jnp.float32)
+
+
+def get_features(model: VisionTransformer, variables, images, train: bool = False):
+    """Per-block tokens and the pooled vector for `images`.
+
+    Returns:
+      dict with `block_{i}`: `[B, P + N, D]` tokens after encoder block i, and `pre_logits_input`:
+      the pooled `[B, D]` vector the head sees.
+    """
+    _, state = model.apply(variables, images, train=train, mutable=["intermediates"])
+    found = flax.traverse_util.flatten_dict(state["intermediates"])
+    return {k[-1]: v[0] for k, v in found.items() if k[-1] != "attention_weights"}

@@ -1,0 +1,200 @@
+"""The summary of an ablation sweep: top-1 mean ± std over seeds per setting and eval resolution as
+table.md / table.csv, and the plots accuracy.png, resolution.png, curves.png (see `ablation.py`)."""
+
+import csv
+import json
+import os
+import statistics
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from vit_jax.train.metrics_log import read_metrics
+
+RESULT = "result.json"
+TABLE_FILES = ("table.md", "table.csv")
+PLOT_FILES = ("accuracy.png", "resolution.png", "curves.png")
+
+
+def result_path(sweep_dir: str, run) -> str:
+    """`sweep_dir/runs/<run.name>/result.json`: written once a run and its evals are done."""
+    return os.path.join(sweep_dir, "runs", run.name, RESULT)
+
+
+# ------------------------------------------------------------------ summary
+def load_results(runs: Sequence[Any], sweep_dir: str) -> List[dict]:
+    """The result.json of every finished run, in sweep order."""
+    out = []
+    for run in runs:
+        path = result_path(sweep_dir, run)
+        if os.path.exists(path):
+            with open(path) as f:
+                out.append(json.load(f))
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (NaN for a single value)."""
+    std = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return statistics.fmean(values), std
+
+
+def summarize(results: Sequence[dict]) -> List[dict]:
+    """One row per setting (label), in sweep order: seeds, params, images/s, top-1 mean/std per size.
+
+    Returns:
+      dicts with label, overrides, seeds, num_params, images_per_sec, train_size, and
+      top1 {size: (mean, std)} for every size all of the setting's runs were evaluated at.
+    """
+    groups: Dict[str, List[dict]] = {}
+    for r in results:
+        groups.setdefault(r["label"], []).append(r)
+    rows = []
+    for label, rs in groups.items():
+        sizes = sorted(set.intersection(*(set(map(int, r["eval"])) for r in rs)))
+        rows.append(
+            dict(
+                label=label, overrides=rs[0]["overrides"], seeds=len(rs),
+                num_params=rs[0]["num_params"], train_size=rs[0]["image_size"],
+                images_per_sec=statistics.fmean(r["images_per_sec"] for r in rs),
+                top1={s: _mean_std([r["eval"][str(s)]["top1"] for r in rs]) for s in sizes},
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f}" + ("" if std != std else f" ± {100 * std:.1f}")  # std != std: NaN
+
+
+def _all_sizes(rows: Sequence[dict]) -> List[int]:
+    return sorted({s for r in rows for s in r["top1"]})
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """Top-1 (%) mean ± std over seeds per setting and eval resolution; "(train)" marks the training size."""
+    sizes, keys = _all_sizes(rows), list(rows[0]["overrides"]) if rows else []
+    train_sizes = {r["train_size"] for r in rows}
+    size_cols = [f"top-1 @{s}" + (" (train)" if s in train_sizes else "") for s in sizes]
+    header = keys + ["seeds", "params", "images/s"] + size_cols
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [str(r["overrides"][k]) for k in keys]
+        cells += [str(r["seeds"]), f"{r['num_params']:,}", f"{r['images_per_sec']:.0f}"]
+        cells += [_pct(*r["top1"][s]) if s in r["top1"] else "" for s in sizes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+    """The table with full precision: one top1_mean_<size> and top1_std_<size> column per size."""
+    sizes, keys = _all_sizes(rows), list(rows[0]["overrides"]) if rows else []
+    header = keys + ["seeds", "num_params", "images_per_sec", "train_size"]
+    header += [f"top1_{stat}_{s}" for s in sizes for stat in ("mean", "std")]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            cells = [r["overrides"][k] for k in keys]
+            cells += [r["seeds"], r["num_params"], round(r["images_per_sec"], 1), r["train_size"]]
+            for s in sizes:
+                cells += [f"{v:.6f}" if v == v else "" for v in r["top1"].get(s, ("", ""))]
+            w.writerow(cells)
+
+
+def _pyplot():
+    import matplotlib  # noqa: PLC0415  (heavy, only for the plots)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _err(std: float) -> float:
+    return 0.0 if std != std else 100 * std
+
+
+def plot_accuracy(rows: Sequence[dict], path: str) -> None:
+    """Bar chart: top-1 at the training resolution per setting, error bars = std over seeds."""
+    plt = _pyplot()
+    means = [100 * r["top1"][r["train_size"]][0] for r in rows]
+    errs = [_err(r["top1"][r["train_size"]][1]) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6))
+    ax.bar(range(len(rows)), means, yerr=errs, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=20, ha="right")
+    lo = min(m - e for m, e in zip(means, errs))
+    ax.set_ylim(max(0.0, lo - 5), min(100.0, max(m + e for m, e in zip(means, errs)) + 2))
+    ax.set_ylabel(f"top-1 % @{rows[0]['train_size']}px (mean ± std)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_resolution(rows: Sequence[dict], path: str) -> None:
+    """Top-1 against eval resolution, one line per setting; the dotted line marks the training size."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for r in rows:
+        sizes = sorted(r["top1"])
+        ax.errorbar(
+            sizes, [100 * r["top1"][s][0] for s in sizes], [_err(r["top1"][s][1]) for s in sizes],
+            marker="o", capsize=3, label=r["label"],
+        )  # fmt: skip
+    for size in {r["train_size"] for r in rows}:
+        ax.axvline(size, color="gray", linestyle=":")
+    ax.set_xlabel("eval resolution (px)")
+    ax.set_ylabel("top-1 % (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _train_curve(workdir: str, metric: str) -> Dict[int, float]:
+    """{step: value} of the train rows (a resumed run logs some steps twice: the last one counts)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    rows = read_metrics(path) if os.path.exists(path) else []
+    return {r["step"]: r[metric] for r in rows if r["split"] == "train"}
+
+
+def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str) -> None:
+    """Train loss and train accuracy against step, averaged over each setting's finished seeds."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    done = {r["name"] for r in load_results(runs, sweep_dir)}
+    labels = list(dict.fromkeys(run.label for run in runs))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for label in labels:
+            workdirs = [
+                os.path.join(sweep_dir, "runs", run.name)
+                for run in runs
+                if run.label == label and run.name in done
+            ]
+            curves = [_train_curve(w, metric) for w in workdirs]
+            steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+            if steps:
+                means = [statistics.fmean(c[s] for c in curves) for s in steps]
+                ax.plot(steps, means, marker=".", markersize=3, label=label)
+        ax.set_title(f"train {metric} (mean over seeds)")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(runs: Sequence[Any], sweep_dir: str) -> Optional[str]:
+    """Writes table.md, table.csv and the PNG plots for the finished runs; returns the Markdown table."""
+    rows = summarize(load_results(runs, sweep_dir))
+    if not rows:
+        return None
+    table = markdown_table(rows)
+    with open(os.path.join(sweep_dir, "table.md"), "w") as f:
+        f.write(table)
+    write_csv(rows, os.path.join(sweep_dir, "table.csv"))
+    plot_accuracy(rows, os.path.join(sweep_dir, "accuracy.png"))
+    plot_resolution(rows, os.path.join(sweep_dir, "resolution.png"))
+    plot_curves(runs, sweep_dir, os.path.join(sweep_dir, "curves.png"))
+    return table

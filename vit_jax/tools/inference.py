@@ -1,0 +1,157 @@
+"""A trained model for inference: load a run (workdir, Orbax step or `.npz`), read images, predict.
+
+    model, variables, config, class_names = load_run("/tmp/run")    # latest checkpoint of a run
+    images, originals = load_images(["cat.jpg"], config)            # eval preprocessing
+    probs = predict_probs(model, variables, images, config.loss)    # [B, num_classes]
+
+Images go through the eval pipeline's own preprocessing (`data.preprocess.eval_image`), so a prediction
+on a file equals the prediction on the same image during evaluation.
+"""
+
+import json
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vit_jax import models
+from vit_jax.common import trees
+from vit_jax.data.core import DataError
+from vit_jax.train import checkpoint
+from vit_jax.train.checkpoint import CheckpointError
+from vit_jax.weights import npz
+
+
+def load_run(workdir_or_checkpoint: str, config=None):
+    """Model and weights of a trained run, ready for `model.apply(variables, images)`.
+
+    Args:
+      workdir_or_checkpoint: a run's workdir (its latest checkpoint is used), one Orbax step
+        directory (`workdir/checkpoints/N` or `workdir/best/N`), or an exported `.npz` file.
+      config: the run's config; default `config.json` of the workdir. Required for an `.npz`.
+
+    Returns:
+      (model, variables, config, class_names): `variables` holds numpy `params` (and `batch_stats`
+      if the model has any); `class_names` come from the config's dataset, or are "0", "1", ... when
+      the dataset cannot be opened here.
+
+    Raises:
+      CheckpointError: a missing path, a workdir without checkpoints, no config, or weights that do
+        not fit the config's model (one line naming every difference).
+    """
+    path = workdir_or_checkpoint.rstrip("/")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path} does not exist (expected a workdir, checkpoint or .npz)")
+    if path.endswith(".npz") and os.path.isfile(path):
+        if config is None:
+            raise CheckpointError(f"{path} holds only weights; pass --config=FILE for its model")
+        params, batch_stats = npz.canonical(npz.read_npz(path), path), {}
+        source = path
+    else:
+        ckpt_dir, step = _checkpoint_dir_and_step(path)
+        config = config if config is not None else _saved_config(os.path.dirname(ckpt_dir))
+        state = checkpoint.restore(ckpt_dir, step)  # host NumPy arrays, any device count
+        params, batch_stats = trees.flatten(state["params"], "/"), state.get("batch_stats") or {}
+        source = f"{ckpt_dir}/{step}"
+    names = _class_names(config)
+    # The head's width is the truth; the dataset's classes only name them.
+    head = params.get("head/kernel")
+    num_classes = head.shape[-1] if head is not None else config.num_classes or len(names)
+    model = models.from_config(config.model, num_classes)
+    variables = {"params": _fit(model, config, params, source)}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if len(names) != num_classes:
+        names = tuple(str(i) for i in range(num_classes))
+    return model, variables, config, names
+
+
+def _checkpoint_dir_and_step(path: str) -> Tuple[str, int]:
+    """(directory of Orbax steps, step) for a workdir (latest step) or one step directory."""
+    base = os.path.basename(path)
+    if base.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
+        return os.path.dirname(path), int(base)
+    ckpt_dir = os.path.join(path, "checkpoints")
+    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(ckpt_dir) else []
+    if not steps:
+        raise CheckpointError(
+            f"no checkpoint in {path}: expected a workdir with checkpoints/<step>, a step directory "
+            "or an .npz file"
+        )
+    return ckpt_dir, max(steps)
+
+
+def _saved_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(
+            f"no config.json in {workdir}; pass --config=FILE for the run's model"
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def _fit(model, config, flat, source: str) -> dict:
+    """Flat '/'-keyed weights checked against the model's params (position tables resized if needed)."""
+    size = (1, config.image_size, config.image_size, 3)
+    target = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros(size, np.float32))
+    try:
+        return npz.match_params(flat, target["params"], source=source)
+    except ValueError as e:
+        raise CheckpointError(f"{e} (is the config the run's own?)") from None
+
+
+def _class_names(config) -> Tuple[str, ...]:
+    from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
+
+    try:
+        return data.get_info(config.dataset, config.train_split, config.data_dir).class_names
+    except DataError as e:
+        # Predicting on single files must not need the training data on this machine.
+        logging.warning("class names unavailable (%s); printing class indices", e)
+        return ()
+
+
+def load_images(paths: Sequence[str], config) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """Image files → the model's inputs `[B, S, S, 3]` (eval preprocessing) and the decoded originals.
+
+    Raises:
+      FileNotFoundError: a path that does not exist.
+      DataError: a file that is not a decodable image.
+    """
+    from vit_jax.data import preprocess  # noqa: PLC0415
+    from vit_jax.data._tf import tf  # noqa: PLC0415
+    from vit_jax.data.core import first_line  # noqa: PLC0415
+    from vit_jax.data.options import read_config  # noqa: PLC0415
+
+    aug = read_config(config).aug
+    inputs, originals = [], []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file {path} does not exist")
+        with open(path, "rb") as f:
+            raw = tf.constant(f.read())
+        try:
+            original = preprocess.decode(raw)
+            inputs.append(preprocess.eval_image(raw, config.image_size, aug).numpy())
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            raise DataError(f"cannot read image {path}: {first_line(e)}") from None
+        originals.append(original.numpy())
+    return np.stack(inputs).astype(np.float32), originals
+
+
+def predict_probs(model, variables, images, loss: str = "softmax_xent") -> np.ndarray:
+    """Class probabilities `[B, num_classes]`: sigmoids for a `sigmoid_xent` model, else softmax."""
+    logits = jax.jit(model.apply)(variables, images)
+    probs = jax.nn.sigmoid(logits) if loss == "sigmoid_xent" else jax.nn.softmax(logits, axis=-1)
+    return np.asarray(probs)
+
+
+def top_k(probs: np.ndarray, k: int, class_names: Optional[Sequence[str]] = None):
+    """Per row, the `k` most likely `(class name, probability)` pairs, most likely first."""
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    name = (lambda i: class_names[i]) if class_names else str
+    return [[(name(int(i)), float(p[i])) for i in row] for p, row in zip(probs, order)]

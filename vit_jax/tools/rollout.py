@@ -1,0 +1,101 @@
+"""Attention rollout (Abnar & Zuidema 2020): which patches the prediction attends to, as a heat map.
+
+Per layer l the head-averaged attention `A_l` `[T, T]` is mixed with the residual path,
+`Â_l = (A_l + I) / rowsum`, and the layers are composed: `R = Â_L · … · Â_1`. Row t of R says how much
+token t at the output draws on each input token; the CLS row (or the mean row without CLS) over the
+patch columns, reshaped to the patch grid, is the heat map.
+"""
+
+import os
+from typing import List, Sequence
+
+import jax
+import numpy as np
+
+from vit_jax.models.posemb import resize_grid
+
+
+def attention_maps(model, variables, images) -> List[np.ndarray]:
+    """Attention weights of every encoder block, `depth` arrays `[B, heads, T, T]` (T = P + N).
+
+    The fused attention kernels do not expose weights, so the model runs with the naive path, which
+    records them in the `intermediates` collection.
+    """
+    naive = model.clone(attn_impl="naive")
+    _, state = jax.jit(lambda v, x: naive.apply(v, x, mutable=["intermediates"]))(variables, images)
+    blocks = state["intermediates"]["Transformer"]
+    sown = [
+        blocks[f"encoderblock_{i}"]["MultiHeadDotProductAttention_0"] for i in range(model.depth)
+    ]
+    return [np.asarray(s["attention_weights"][0]) for s in sown]
+
+
+def rollout(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Composes per-layer attention `[B, heads, T, T]` (first layer first) into `R` `[B, T, T]`.
+
+    Every row of R sums to 1, as every row of each `Â_l` does.
+    """
+    result = None
+    for weights in maps:
+        a = np.mean(np.asarray(weights, np.float64), axis=1)  # [B, T, T]
+        a = a + np.eye(a.shape[-1])  # the residual connection carries each token through
+        a = a / a.sum(-1, keepdims=True)
+        result = a if result is None else a @ result
+    return result.astype(np.float32)
+
+
+def rollout_heatmap(model, variables, images) -> np.ndarray:
+    """Attention-rollout heat map `[B, h, w]` over the patch grid of `images` `[B, H, W, C]`.
+
+    Uses the CLS row of the rollout when the model has a class token, else the mean over all rows.
+    """
+    r = rollout(attention_maps(model, variables, images))
+    p = model.num_prefix
+    rows = r[:, 0] if p else r.mean(axis=1)  # [B, T]
+    grid = (images.shape[1] // model.patch_size[0], images.shape[2] // model.patch_size[1])
+    return rows[:, p:].reshape(-1, *grid)
+
+
+def _to_unit_rgb(image: np.ndarray) -> np.ndarray:
+    """`[H, W]`, `[H, W, 1]` or `[H, W, 3]` image (uint8, or floats of any range) → floats in [0, 1]."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        image = image / 255.0
+    image = image[..., None] if image.ndim == 2 else image
+    image = np.broadcast_to(image, (*image.shape[:2], 3)).astype(np.float32)
+    if image.max() > 1.0 or image.min() < 0.0:
+        # Normalised model inputs (e.g. [-1, 1]) are stretched to the display range.
+        lo, hi = image.min(), image.max()
+        image = (image - lo) / max(float(hi - lo), 1e-12)
+    return image
+
+
+def save_overlay(image, heatmap, path: str, *, alpha: float = 0.5, cmap: str = "jet") -> str:
+    """Writes a PNG of `image` with `heatmap` blended on top as a colour map.
+
+    Args:
+      image: `[H, W, 3]` (or grey `[H, W]`) image; uint8 or float of any range.
+      heatmap: `[h, w]` map (e.g. one `rollout_heatmap` entry); min-max scaled, then bilinearly
+        upsampled to `H x W`.
+      path: output `.png`; parent directories are created.
+      alpha: weight of the heat map in the blend.
+      cmap: matplotlib colour map.
+
+    Returns:
+      `path`.
+    """
+    import matplotlib  # heavy, and only needed here
+    from matplotlib import image as mpl_image
+
+    rgb = _to_unit_rgb(image)
+    heat = np.asarray(heatmap, np.float32)
+    heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+    heat = np.clip(
+        np.asarray(resize_grid(heat[..., None], rgb.shape[:2], "bilinear"))[..., 0], 0, 1
+    )
+    colour = matplotlib.colormaps[cmap](heat)[..., :3]
+    blend = (1.0 - alpha) * rgb + alpha * colour
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # `imsave` writes the array without a figure, so pixels map 1:1 and no GUI backend is needed.
+    mpl_image.imsave(path, np.clip(blend, 0.0, 1.0))
+    return path

@@ -1,0 +1,252 @@
+"""Orbax checkpoints of the train state: save every N steps, keep the last K (+ best), auto-resume,
+and the run's `config.json`.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a run killed
+mid-write (even `kill -9` during an asynchronous save) leaves no step that `latest_step()` picks up.
+`restore` is the one reader of a saved state: resume (sharded), the ablation's final evaluation and
+inference (host arrays) all go through it.
+"""
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from vit_jax import config as config_lib
+from vit_jax import models
+from vit_jax.common import files, trees
+from vit_jax.common.errors import Error, first_line
+
+# Keys that may differ between the saved run and a resumed one without changing what is trained.
+RESUMABLE_KEYS = (
+    "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
+    "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
+    "nan_policy", "model.attn_impl", "model.kernels", "model.remat", "mesh.data", "mesh.fsdp",
+    "distributed", "cpu_devices",
+)  # fmt: skip
+
+
+class CheckpointError(Error, ValueError):
+    """A checkpoint that cannot be used (wrong architecture, truncated, different config)."""
+
+
+class Checkpointer:
+    """The run's checkpoints under `workdir/checkpoints` (and `workdir/best` with `keep_best`)."""
+
+    def __init__(self, workdir: str, keep: int, async_save: bool = True, keep_best: bool = False):
+        opts = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+        )
+        self.manager = ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"), options=opts,
+            item_handlers=ocp.StandardCheckpointHandler(),  # so item_metadata() works before restore
+        )  # fmt: skip
+        self.best = None
+        if keep_best:
+            best_opts = ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda m: m["top1"], best_mode="max", create=True,
+                enable_async_checkpointing=async_save,
+            )  # fmt: skip
+            self.best = ocp.CheckpointManager(os.path.join(workdir, "best"), options=best_opts)
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def restore(self, abstract_state, step: Optional[int] = None):
+        """`restore_from(self.manager, step, abstract_state)`."""
+        return restore_from(self.manager, step, abstract_state)
+
+    def save(self, step: int, state, force: bool = False) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def save_best(self, step: int, state, top1: float) -> None:
+        if self.best is not None:
+            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"top1": float(top1)})
+
+    def close(self) -> None:
+        for m in (self.manager, self.best):
+            if m is not None:
+                m.wait_until_finished()
+                m.close()
+
+
+def _reader(directory: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
+
+
+def restore_from(manager: ocp.CheckpointManager, step: Optional[int] = None, target=None):
+    """Restores `step` (default: latest) of `manager`'s checkpoints.
+
+    Args:
+      manager: the Orbax manager of a `checkpoints/` (or `best/`) directory.
+      step: the step; None for the latest.
+      target: the state's structure as arrays or `jax.ShapeDtypeStruct`s (with shardings to restore
+        sharded); None restores every saved array as a NumPy array on the host.
+
+    Raises:
+      CheckpointError (one line) when there is no checkpoint, or it does not fit `target`, or it is
+      corrupt.
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {manager.directory}")
+    path = os.path.join(str(manager.directory), str(step))
+    meta = _quietly(lambda: manager.item_metadata(step), path)
+    if target is None:
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), dict(meta))
+    _check_fits(_shapes(meta), _shapes(target), path)
+    return _quietly(lambda: manager.restore(step, args=ocp.args.StandardRestore(target)), path)
+
+
+def restore(directory: str, step: Optional[int] = None, target=None):
+    """`restore_from` for a directory of Orbax steps, e.g. `workdir/checkpoints`."""
+    manager = _reader(directory)
+    try:
+        return restore_from(manager, step, target)
+    finally:
+        manager.close()
+
+
+def _shapes(tree) -> Dict[str, tuple]:
+    """{"params.Transformer.encoder_norm.scale": (16,), ...} of a state or its checkpoint metadata."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {".".join(_key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _key_name(key) -> str:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey (optax namedtuples)
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _short(error: BaseException) -> str:
+    """A short first line of an Orbax/TensorStore error (theirs go on to dump whole specs)."""
+    return first_line(error).split(". ")[0][:300]  # the rest is a TensorStore spec or advice
+
+
+def _check_fits(saved: Dict[str, tuple], wanted: Dict[str, tuple], path: str) -> None:
+    """Compares array names and shapes with the checkpoint's metadata, before reading any data.
+
+    A mismatch found by Orbax mid-restore gives a message without the array's name, so a
+    different architecture is caught here instead.
+    """
+    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if diff:
+        k = next((k for k in diff if k.startswith("params.")), diff[0])
+        shape = lambda s: "absent" if s is None else f"shape {s}"
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: {k} is {shape(saved.get(k))} in the "
+            f"checkpoint, {shape(wanted.get(k))} in the model ({len(diff)} arrays differ); "
+            "resume with the config the run was started with, or use a new --workdir"
+        )
+
+
+def _quietly(read: Callable[[], Any], path: str):
+    """`read()`, an Orbax read of checkpoint `path`; its failure as one CheckpointError line.
+
+    Orbax closes its event loop at the first failed read while sibling reads are still in flight;
+    their late callbacks ("Event loop is closed"), abandoned coroutines and never-retrieved task
+    errors would print hundreds of lines of tracebacks, so those are muted until they are done.
+    """
+    hook, log = sys.unraisablehook, logging.getLogger("asyncio")
+    level = log.level
+    sys.unraisablehook, log.level = (lambda _: None), logging.CRITICAL
+    try:
+        try:
+            return read()
+        except Exception as e:  # Orbax raises many types; the user needs one line.
+            msg = _short(e)
+        time.sleep(0.3)  # the failed read's siblings finish
+        with warnings.catch_warnings():  # "coroutine ... was never awaited", same cause
+            warnings.simplefilter("ignore", RuntimeWarning)
+            gc.collect()
+    finally:
+        sys.unraisablehook, log.level = hook, level
+    raise CheckpointError(
+        f"cannot read checkpoint {path}: {msg}; it may be truncated or corrupt: delete {path} to "
+        "resume from the checkpoint before it, or use a new --workdir"
+    )
+
+
+def effective(config_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's config as flat `{key: value}` of what it trains, for comparing two runs.
+
+    Keys a saved run lacks (added to the package since) take today's default; the model's size
+    string is replaced by the sizes it means; a None eval_batch_size by batch_size; tuples by lists
+    (as JSON has them). So a config that only changed how it is written compares equal.
+    """
+    flat = trees.flatten(json.loads(config_lib.base_config().to_json()))
+    flat.update(trees.flatten(config_dict))
+    model = {k[len("model.") :]: v for k, v in flat.items() if k.startswith("model.")}
+    try:
+        sizes = models.config_options(model)
+        for key in models.SIZE_KEYS:
+            flat[f"model.{key}"] = sizes[key]
+        flat.pop("model.variant")
+    except ValueError:  # an invalid model: compare as written
+        pass
+    flat["eval_batch_size"] = flat.get("eval_batch_size") or flat.get("batch_size")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+
+def check_config(workdir: str, config) -> bool:
+    """Compares `config` with the run recorded in `workdir/config.json`.
+
+    Returns:
+      True when config.json should be (re)written: a fresh run, or an allowed change.
+
+    Raises:
+      CheckpointError naming the differing keys, unless `config.allow_config_change`.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return True
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except ValueError as e:
+        raise CheckpointError(
+            f"cannot read {path} ({e}); it records the run's config: restore it, or delete it "
+            "to resume with the current config"
+        ) from None
+    old, new = effective(saved), effective(json.loads(config.to_json()))
+    diff = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
+    )
+    if diff and not config.allow_config_change:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+        more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+        raise CheckpointError(
+            f"workdir {workdir} holds a run with a different config ({shown}{more}); use a new "
+            "--workdir or pass --config.allow_config_change=True to resume anyway"
+        )
+    return bool(diff)
+
+
+def write_config(workdir: str, config) -> None:
+    """Writes `workdir/config.json` atomically (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    with files.atomic_write(os.path.join(workdir, "config.json")) as f:
+        json.dump(json.loads(config.to_json()), f, indent=2)
+
+
+def check_or_write_config(workdir: str, config) -> None:
+    """`check_config`, then `write_config` where needed."""
+    if check_config(workdir, config):
+        write_config(workdir, config)
+
+
+__all__ = [
+    "Checkpointer", "CheckpointError", "check_config", "check_or_write_config", "effective",
+    "restore", "restore_from", "write_config",
+]  # fmt: skip

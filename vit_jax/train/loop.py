@@ -1,0 +1,204 @@
+"""The training loop: config → data → model/state → jitted steps → eval, logs, checkpoints.
+
+Read top to bottom; each section is small and the jitted maths lives in `step.py`. A library
+function: the command line (`vit_jax/main.py`) sets the process up (malloc, CPU devices,
+`jax.distributed`, kernel choice) before calling `train_and_evaluate`.
+"""
+
+import functools
+import signal
+from typing import Dict, Optional
+
+import jax
+import numpy as np
+
+from vit_jax import models
+from vit_jax.common.errors import Error
+from vit_jax.config import validate
+from vit_jax.train import sharding as shd
+from vit_jax.train import step as ts
+from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
+from vit_jax.train.metrics_log import MetricsLogger
+from vit_jax.train.optim import make_optimizer, make_schedule
+
+
+class NonFiniteError(Error, RuntimeError):
+    """The loss or gradient became NaN/Inf (with `nan_policy='stop'`)."""
+
+
+class PreemptionGuard:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (then saves and exits)."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def restore(self):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def build(config, num_classes: int, mesh):
+    """Model, optimizer, schedule, abstract state and its shardings."""
+    model = models.from_config(config.model, num_classes)
+    schedule = make_schedule(config)
+    image_shape = (1, config.image_size, config.image_size, 3)
+    params_shape = jax.eval_shape(
+        model.init, jax.random.PRNGKey(0), np.zeros(image_shape, np.float32)
+    )
+    tx = make_optimizer(config, params_shape["params"])
+    init = functools.partial(ts.init_state, model, tx, image_shape, config.seed)
+    abstract = jax.eval_shape(init)
+    shardings = shd.tree_shardings(abstract, mesh)
+    return model, tx, schedule, init, abstract, shardings
+
+
+def evaluate(eval_fn, state, batches, mesh) -> Dict[str, float]:
+    """Loss, top-1 and top-5 over every example of the eval split (padding masked out)."""
+    sums = None
+    for batch in batches:
+        out = eval_fn(state, shd.to_global(batch, mesh))
+        sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+    sums = jax.device_get(sums)
+    count = float(sums["count"])
+    return dict(
+        loss=float(sums["loss"]) / count,
+        top1=float(sums["top1"]) / count,
+        top5=float(sums["top5"]) / count,
+        count=count,
+    )
+
+
+def _due(step: int, every: int) -> bool:
+    """Periodic logging, eval or checkpoint at `step`; every=0 means only at the end."""
+    return every > 0 and step % every == 0
+
+
+def _check_finite(metrics, step: int, config, last_saved: Optional[int]) -> None:
+    if config.nan_policy == "stop" and not bool(metrics["finite"]):
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step}; stopping (last good checkpoint: step "
+            f"{last_saved}). Lower the learning rate, or set --config.nan_policy=skip"
+        )
+
+
+def _init_from_pretrained(config, model, tx, state, shardings):
+    """Replaces fresh params with a pretrained checkpoint's (new head, resized posemb)."""
+    from vit_jax.weights import finetune  # noqa: PLC0415
+
+    params = finetune.load_pretrained(
+        config.init_from.path, model, (config.image_size, config.image_size),
+        fmt=config.init_from.format, skip_head=config.init_from.skip_head,
+        method=config.init_from.posemb_resize, seed=config.seed,
+    )  # fmt: skip
+    state["params"] = jax.device_put(params, shardings["params"])
+    state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
+    return state
+
+
+def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
+
+    `stop_at` ends the run after that step with a checkpoint, as a preemption would (for tests and
+    for splitting a long run into jobs).
+    """
+    # ----------------------------------------------------------------- config and devices
+    validate(config)
+    mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
+
+    # ----------------------------------------------------------------- data
+    from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
+
+    info = data.get_info(config.dataset, config.train_split, config.data_dir)
+    data.get_info(
+        config.dataset, config.eval_split, config.data_dir
+    )  # fails now, not after training
+    num_classes = config.num_classes or info.num_classes
+
+    # ----------------------------------------------------------------- model and state
+    model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
+    config_changed = check_config(workdir, config)
+    ckpt = Checkpointer(
+        workdir, config.keep_checkpoints, config.async_checkpointing, config.keep_best
+    )
+    last_saved = ckpt.latest_step()
+    if last_saved is not None:
+        # Auto-resume: params, optimizer, step and RNG; the data position follows from the step.
+        with_shardings = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+        )
+        state = ckpt.restore(with_shardings, last_saved)
+    else:
+        state = jax.jit(init, out_shardings=shardings)()
+        if config.init_from.path:
+            state = _init_from_pretrained(config, model, tx, state, shardings)
+    if config_changed:  # only now: a resume that failed must not overwrite the run's record
+        write_config(workdir, config)
+    start = int(jax.device_get(state["step"]))
+
+    # ----------------------------------------------------------------- jitted steps
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    step_fn = jax.jit(
+        functools.partial(
+            ts.train_step, model=model, tx=tx, schedule=schedule, loss_name=config.loss,
+            label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps,
+            nan_policy=config.nan_policy,
+        ),
+        in_shardings=(shardings, shd.batch_sharding(mesh)),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )  # fmt: skip
+    eval_fn = jax.jit(
+        functools.partial(ts.eval_step, model=model, loss_name=config.loss),
+        out_shardings=replicated,
+    )
+
+    # ----------------------------------------------------------------- loop
+    logger = MetricsLogger(workdir, config.total_steps, start, config.progress_bar)
+    if start:
+        logger.print(f"resumed from step {start} in {workdir}")
+    guard = PreemptionGuard()
+    batches = data.train_iterator(config, start_step=start)
+    result: Dict[str, float] = {}
+    prev = None
+    try:
+        for step in range(start + 1, config.total_steps + 1):
+            state, metrics = step_fn(state, shd.to_global(next(batches), mesh))
+            if prev is not None:  # checked one step late, so the host never stalls the device
+                _check_finite(prev, step - 1, config, last_saved)
+            prev = metrics
+            final = step == config.total_steps
+            if _due(step, config.log_every) or final:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m["images_per_sec"] = logger.images_per_second(step, config.batch_size)
+                logger.train(step, m)
+            if _due(step, config.eval_every) or final:
+                _check_finite(metrics, step, config, last_saved)
+                result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
+                logger.eval(step, result)
+                ckpt.save_best(step, state, result["top1"])
+            stopping = guard.signal is not None or step == stop_at
+            if _due(step, config.checkpoint_every) or final or stopping:
+                _check_finite(metrics, step, config, last_saved)
+                ckpt.save(step, state, force=True)
+                last_saved = step
+            if stopping:
+                why = "stop_at" if guard.signal is None else signal.Signals(guard.signal).name
+                logger.print(
+                    f"{why}: saved checkpoint at step {step}; rerun the same command to resume"
+                )
+                result = {"stopped_at": step}
+                break
+    finally:
+        guard.restore()
+        ckpt.close()
+        logger.close()
+    return result

@@ -1,0 +1,142 @@
+"""Fine-tuning from a pretrained checkpoint: load, new head, resized position table.
+
+Typical use (the trainer's `config.init_from`):
+
+    params = load_pretrained("ViT-B_16.npz", model, (384, 384, 3))
+
+Which parameters train (`config.freeze_encoder`, a linear probe) is the optimizer's business:
+`vit_jax.train.optim.trainable_mask`.
+"""
+
+import os
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.models import posemb
+from vit_jax.models.posemb import Grid
+from vit_jax.weights import npz
+
+# Checkpoint readers by format name: each returns a flat `{'/'-joined key: array}` dict.
+READERS: Dict[str, Callable[[str], Dict[str, np.ndarray]]] = {"npz": npz.read_npz}
+
+
+def resize_posemb(
+    params: Dict[str, Any],
+    old_grid: Grid,
+    new_grid: Grid,
+    *,
+    method: str = "bilinear",
+    num_prefix: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Resizes the learned position tables in `params` from `old_grid` to `new_grid` patches.
+
+    `learn` tables `[1, P + h*w, D]` are interpolated in 2-D with the P prefix (class) rows kept;
+    `learn2d` tables `row [h, D]`, `col [w, D]` per axis. Fixed schemes (sincos*, rope*) have no table,
+    so their params come back unchanged. Resizing to the same grid is the identity.
+
+    Args:
+      params: model parameters (not modified).
+      old_grid, new_grid: (rows, cols) patch grids; need not be square.
+      method: "bilinear" or "bicubic" (any `jax.image.resize` method).
+      num_prefix: prefix rows of the `learn` table; default 1 if the model has a `cls` token, else 0.
+
+    Returns:
+      A new params dict sharing every other leaf with `params`.
+    """
+    tables = params.get("Transformer", {}).get("posembed_input")
+    if not tables:
+        return params
+    num_prefix = int("cls" in params) if num_prefix is None else num_prefix
+    new = dict(tables)
+    if "pos_embedding" in tables:
+        table = np.asarray(tables["pos_embedding"])
+        table = posemb.resize_table(table, old_grid, new_grid, num_prefix, method)
+        new["pos_embedding"] = np.asarray(table)
+    for name, length in (("row", new_grid[0]), ("col", new_grid[1])):
+        if name in tables:
+            new[name] = np.asarray(posemb.resize_axis(tables[name], length, method))
+    return {**params, "Transformer": {**params["Transformer"], "posembed_input": new}}
+
+
+def _reader(path: str, fmt: str) -> Callable[[str], Dict[str, np.ndarray]]:
+    if fmt == "auto":
+        fmt = "npz" if path.endswith(".npz") or _is_zip(path) else None
+        if fmt is None:
+            raise ValueError(
+                f"cannot tell the format of checkpoint {path}; pass fmt= one of: {', '.join(READERS)}"
+            )
+    if fmt not in READERS:
+        raise ValueError(
+            f"unknown checkpoint format {fmt!r}; choose one of: auto, {', '.join(READERS)}"
+        )
+    return READERS[fmt]
+
+
+def _is_zip(path: str) -> bool:
+    if not os.path.isfile(path):
+        return True  # let the reader report the missing file
+    with open(path, "rb") as f:
+        return f.read(2) == b"PK"
+
+
+def _fresh(model, images, names: Sequence[str], seed: int) -> Dict[str, Any]:
+    """The model's own initial values of the top-level modules `names`.
+
+    Only those are returned from the jitted init, so XLA drops the rest of the initialisation.
+    """
+    init = jax.jit(lambda rng: {n: model.init(rng, images)["params"][n] for n in names})
+    return jax.device_get(init(jax.random.PRNGKey(seed)))
+
+
+def load_pretrained(
+    path: str,
+    model,
+    image_shape: Sequence[int],
+    *,
+    fmt: str = "auto",
+    skip_head: bool = True,
+    method: str = "bilinear",
+    ckpt_grid: Optional[Grid] = None,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
+
+    Encoder weights come from the checkpoint (any layout `vit_jax.checkpoints` reads) and learned
+    position tables are interpolated to the new patch grid. With `skip_head`, the classifier is the
+    model's fresh (zero-initialised) head for its own number of classes, and `pre_logits` is kept only if
+    the model has a representation layer of the checkpoint's size (fresh if another size, dropped if none).
+
+    Args:
+      path: checkpoint file.
+      model: the `VisionTransformer` to fine-tune.
+      image_shape: (height, width) or (height, width, channels) of the fine-tuning images.
+      fmt: "auto" (by file name/content) or a key of `READERS` ("npz").
+      skip_head: replace the head (fine-tuning on new classes); False loads it too (shapes must match).
+      method: position-table interpolation, "bilinear" or "bicubic".
+      ckpt_grid: the checkpoint's patch grid, needed only when it is not square.
+      seed: PRNG seed for freshly initialised parameters.
+
+    Returns:
+      Nested dict of numpy arrays: the `params` collection for `model.apply`.
+
+    Raises:
+      ValueError: unreadable file, or a checkpoint that does not match the model (one message
+        listing every difference).
+    """
+    height, width = image_shape[:2]
+    channels = image_shape[2] if len(image_shape) > 2 else 3
+    images = jnp.zeros((1, height, width, channels), jnp.float32)
+    target = jax.eval_shape(model.init, jax.random.PRNGKey(seed), images)["params"]
+    grid = (height // model.patch_size[0], width // model.patch_size[1])
+    flat = npz.canonical(_reader(path, fmt)(path), path)
+    params = npz.match_params(
+        flat, target, source=path, skip_head=skip_head, grid=grid, ckpt_grid=ckpt_grid,
+        method=method,
+    )  # fmt: skip
+    fresh = [n for n in npz.HEAD_KEYS if n in target and n not in params]
+    if fresh:
+        params.update(_fresh(model, images, fresh, seed))
+    return params

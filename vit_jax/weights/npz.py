@@ -1,0 +1,282 @@
+"""Weights in and out: Google's released ViT `.npz` checkpoints ↔ our parameter tree.
+
+Every key is translated on its own, so one reader covers the layouts in circulation:
+* vit_jax (`gs://vit_models/imagenet21k/*.npz`, AugReg): flat '/'-joined keys, optional `opt/target/`
+  prefix, and pre-Linen module numbers inside each block (`LayerNorm_0`, `MultiHeadDotProductAttention_1`,
+  `LayerNorm_2`, `MlpBlock_3`): pre-Linen Flax numbered a block's submodules in call order, Linen numbers
+  them per type;
+* linen: our own names (`MultiHeadDotProductAttention_0`, `LayerNorm_1`, `MlpBlock_0`);
+* big_vision: `params/` or `params/img/` prefix, a top-level `pos_embedding` `[1, N, D]` without a class
+  slot (big_vision adds no position to the class token, so the slot becomes zeros), and optionally the
+  scanned encoder `Transformer/encoderblock/...` with a leading depth axis.
+
+`export_npz` writes the vit_jax layout, the one timm's `_load_weights` (`load_pretrained`) reads.
+Learned position tables are resized with `vit_jax.models.posemb.resize_table` / `resize_axis`.
+"""
+
+import os
+import re
+import zipfile
+import zlib
+from typing import Any, Dict, Iterable, Optional
+
+import flax
+import jax
+import ml_dtypes
+import numpy as np
+
+from vit_jax.common import files, trees
+from vit_jax.models import posemb
+from vit_jax.models.posemb import Grid
+
+Flat = Dict[str, np.ndarray]
+
+PREFIXES = ("opt/target/", "params/img/", "params/", "")
+LAYOUTS = ("vit_jax", "linen")
+HEAD_KEYS = ("head", "pre_logits")
+POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
+AXIS_POSEMB_KEYS = ("Transformer/posembed_input/row", "Transformer/posembed_input/col")
+
+# Block submodule names: pre-Linen (vit_jax release) → Linen (ours).
+_PRE_LINEN = {
+    "MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+    "LayerNorm_2": "LayerNorm_1",
+    "MlpBlock_3": "MlpBlock_0",
+}
+_TO_PRE_LINEN = {v: k for k, v in _PRE_LINEN.items()}
+_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/([^/]+)(/.*)$")
+_SCANNED = "Transformer/encoderblock/"
+_MAX_LISTED = 8
+
+
+# ------------------------------------------------------------------ reading
+def read_npz(path: str) -> Flat:
+    """Reads every array of an `.npz` file into a flat `{key: array}` dict.
+
+    Raises:
+      ValueError: naming `path` when it is missing, truncated, corrupt or not an `.npz` archive.
+    """
+    if not os.path.exists(path):
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with archive:
+            return {k: _restore_dtype(archive[k]) for k in archive.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"cannot read checkpoint {path}: not a complete .npz archive ({e})") from e
+
+
+def _restore_dtype(x: np.ndarray) -> np.ndarray:
+    """numpy stores bfloat16 (big_vision) as raw 2-byte voids; view them as bfloat16 again."""
+    if x.dtype.kind == "V" and x.dtype.itemsize == 2:
+        return x.view(ml_dtypes.bfloat16)
+    return x
+
+
+def _strip_prefix(flat: Flat, source: str) -> Flat:
+    for prefix in PREFIXES:
+        if prefix + "embedding/kernel" in flat:
+            return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
+    shown = ", ".join(sorted(flat)[:_MAX_LISTED])
+    raise ValueError(
+        f"no ViT parameters in {source}: expected a key 'embedding/kernel' (optionally under "
+        f"{', '.join(repr(p) for p in PREFIXES if p)}); found: {shown or 'no keys'}"
+    )
+
+
+def _unscan(flat: Flat) -> Flat:
+    """Splits big_vision's scanned `Transformer/encoderblock/...` `[depth, ...]` into per-block keys."""
+    out = {}
+    for key, value in flat.items():
+        if not key.startswith(_SCANNED):
+            out[key] = value
+            continue
+        rest = key[len(_SCANNED) :]
+        for i, layer in enumerate(value):
+            out[f"Transformer/encoderblock_{i}/{rest}"] = layer
+    return out
+
+
+def _rename_block_module(key: str, names: Dict[str, str]) -> str:
+    match = _BLOCK.match(key)
+    if not match:
+        return key
+    i, module, rest = match.groups()
+    return f"Transformer/encoderblock_{i}/{names.get(module, module)}{rest}"
+
+
+def canonical(flat: Flat, source: str = "checkpoint") -> Flat:
+    """Translates a checkpoint in any supported layout to our flat Linen names.
+
+    A top-level big_vision `pos_embedding` moves to `Transformer/posembed_input/pos_embedding` and gets a
+    zero class slot when the checkpoint has a `cls` token, matching our convention that the table holds
+    one row per prefix token.
+    """
+    flat = _unscan(_strip_prefix(flat, source))
+    flat = {_rename_block_module(k, _PRE_LINEN): v for k, v in flat.items()}
+    if "pos_embedding" in flat:
+        table = flat.pop("pos_embedding")
+        if "cls" in flat:
+            table = np.concatenate([np.zeros_like(table[:, :1]), table], axis=1)
+        flat[POSEMB_KEY] = table
+    return flat
+
+
+# ------------------------------------------------------------------ position tables
+def _fit_posemb(
+    key: str, table: np.ndarray, shape, ckpt_prefix: int, model_prefix: int, grids, method: str
+) -> np.ndarray:
+    """Adapts a learned position table to the model's shape (class slot and patch grid)."""
+    if key in AXIS_POSEMB_KEYS:
+        return np.asarray(posemb.resize_axis(table, shape[0], method))
+    if ckpt_prefix > model_prefix:  # the model has no class token: its slot is meaningless
+        table = table[:, ckpt_prefix - model_prefix :]
+    elif ckpt_prefix < model_prefix:
+        table = np.pad(table, ((0, 0), (model_prefix - ckpt_prefix, 0), (0, 0)))
+    old_grid, new_grid = grids
+    old = posemb.infer_grid(table.shape[1] - model_prefix, old_grid)
+    new = posemb.infer_grid(shape[1] - model_prefix, new_grid)
+    return np.asarray(posemb.resize_table(table, old, new, model_prefix, method))
+
+
+# ------------------------------------------------------------------ matching to a model
+def _flat_shapes(tree) -> Dict[str, Any]:
+    if set(tree) == {"params"}:
+        tree = tree["params"]
+    return trees.flatten(tree, "/")
+
+
+def _outer_first(keys: Iterable[str]) -> list:
+    """Sorted with top-level keys (`embedding/kernel`, `cls`) first: they tell the most."""
+    return sorted(keys, key=lambda k: (k.count("/"), k))
+
+
+def _listing(items: Iterable[str]) -> str:
+    items = list(items)
+    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return ", ".join(items[:_MAX_LISTED]) + more
+
+
+def _depth(keys: Iterable[str]) -> int:
+    return len({m.group(1) for m in map(_BLOCK.match, keys) if m})
+
+
+def _mismatch_message(source: str, flat: Flat, want, shapes, missing, unexpected) -> str:
+    parts = []
+    if _depth(flat) != _depth(want):
+        parts.append(f"depth {_depth(flat)} vs model {_depth(want)}")
+    if shapes:
+        diffs = (f"{k} {tuple(flat[k].shape)} vs model {tuple(want[k].shape)}" for k in shapes)
+        parts.append(f"shapes: {_listing(diffs)}")
+    if missing:
+        parts.append(f"missing in checkpoint: {_listing(missing)}")
+    if unexpected:
+        parts.append(f"unexpected in checkpoint: {_listing(unexpected)}")
+    return f"checkpoint {source} does not match the model: " + "; ".join(parts)
+
+
+def match_params(
+    flat: Flat,
+    target,
+    *,
+    source: str = "checkpoint",
+    skip_head: bool = False,
+    resize_posemb: bool = True,
+    grid: Optional[Grid] = None,
+    ckpt_grid: Optional[Grid] = None,
+    method: str = "bilinear",
+) -> Dict[str, Any]:
+    """Fits canonical checkpoint arrays to a model's parameter tree, checking every shape.
+
+    Args:
+      flat: checkpoint in our flat Linen names (see `canonical`).
+      target: the model's params (arrays or `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`), or
+        variables with a `params` entry.
+      source: name used in error messages (the file).
+      skip_head: leave out `head` (the caller adds a fresh one); `pre_logits` is loaded only where the
+        model has one of the same shape, else left out too.
+      resize_posemb: interpolate learned position tables to the model's grid; if False a different grid
+        is a shape error.
+      grid, ckpt_grid: patch grids of the model and the checkpoint, needed only when not square.
+      method: interpolation for position tables ("bilinear", "bicubic").
+
+    Returns:
+      Nested dict of numpy arrays in the target's dtypes (without the skipped head).
+
+    Raises:
+      ValueError: one message listing every shape difference, missing and unexpected key.
+    """
+    want = _flat_shapes(target)
+    skipped = lambda k: skip_head and k.split("/")[0] in HEAD_KEYS
+    prefixes = int("cls" in flat), int("cls" in want)
+    out, bad_shapes = {}, []
+    for key in _outer_first(set(want) & set(flat)):
+        value, shape = flat[key], tuple(want[key].shape)
+        resizable = key in (POSEMB_KEY, *AXIS_POSEMB_KEYS) and value.shape[-1] == shape[-1]
+        if value.shape != shape and resize_posemb and resizable:
+            try:
+                value = _fit_posemb(key, value, shape, *prefixes, (ckpt_grid, grid), method)
+            except ValueError as e:
+                raise ValueError(f"checkpoint {source}, {key}: {e} (ckpt_grid= / grid=)") from e
+        if value.shape == shape:
+            out[key] = np.asarray(value).astype(want[key].dtype)
+        elif not skipped(key):
+            bad_shapes.append(key)
+    missing = [k for k in _outer_first(want) if k not in flat and not skipped(k)]
+    unexpected = [k for k in _outer_first(flat) if k not in want and not skipped(k)]
+    if bad_shapes or missing or unexpected:
+        raise ValueError(_mismatch_message(source, flat, want, bad_shapes, missing, unexpected))
+    if skip_head:
+        out = {k: v for k, v in out.items() if k.split("/")[0] != "head"}
+    return flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
+
+
+def load_npz(path: str, target, **kwargs) -> Dict[str, Any]:
+    """Loads a ViT `.npz` checkpoint (vit_jax, linen or big_vision layout) into `target`'s structure.
+
+    Args:
+      path: the `.npz` file.
+      target: the model's params or their shapes, e.g.
+        `jax.eval_shape(model.init, rng, images)["params"]`.
+      **kwargs: `skip_head`, `resize_posemb`, `grid`, `ckpt_grid`, `method` of `match_params`.
+
+    Returns:
+      Nested dict of numpy arrays, the params for `model.apply({"params": ...})`.
+    """
+    return match_params(canonical(read_npz(path), path), target, source=path, **kwargs)
+
+
+# ------------------------------------------------------------------ writing
+def to_layout(params, layout: str = "vit_jax") -> Flat:
+    """Flattens our params to '/'-joined keys in `layout` ("vit_jax": pre-Linen block names; "linen")."""
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"unknown checkpoint layout {layout!r}; choose one of: {', '.join(LAYOUTS)}"
+        )
+    flat = {k: np.asarray(v) for k, v in _flat_shapes(params).items()}
+    # timm and older readers cannot read bfloat16 from npz; float32 holds every bfloat16 exactly.
+    flat = {
+        k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v for k, v in flat.items()
+    }
+    if layout == "vit_jax":
+        flat = {_rename_block_module(k, _TO_PRE_LINEN): v for k, v in flat.items()}
+    return flat
+
+
+def export_npz(params, path: str, *, layout: str = "vit_jax") -> str:
+    """Writes `params` to `path` as a flat `.npz` (written to a temporary file, then renamed).
+
+    Args:
+      params: our parameter tree (or variables with a `params` entry).
+      path: output file; parent directories are created.
+      layout: "vit_jax" (default; the released-checkpoint names timm reads) or "linen" (our names).
+
+    Returns:
+      `path`.
+    """
+    flat = to_layout(jax.device_get(params), layout)
+    with files.atomic_write(path, "wb") as f:  # a file object: numpy appends no ".npz" to it
+        np.savez(f, **flat)
+    return path
