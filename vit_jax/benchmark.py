@@ -79,7 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--label", default="", help="free text copied into the JSON record")
     p.add_argument("--json", metavar="PATH", help="append the JSON lines to PATH")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    positive = ("image_size", "batch", "num_classes", "steps")
+    for key, low in [*((k, 1) for k in positive), ("warmup", 0), ("grad_clip", 0)]:
+        if getattr(args, key) < low:
+            name = "--" + key.replace("_", "-")
+            errors.fail(f"{name}={getattr(args, key)} must be >= {low}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        errors.fail(f"--peak-tflops={args.peak_tflops} must be positive")
+    return args
 
 
 def parse_options(pairs: List[str]) -> Dict[str, Any]:

@@ -48,6 +48,9 @@ def _flag_error(error: BaseException, argv, usage: str) -> str:
         cause = re.search(r"\[Errno \d+\][^\n]*", text)
         cause = cause.group(0) if cause else _lines(text)[0]
         return f"cannot load the --config file: {cause}; pass --config=PATH/TO/config.py"
+    if isinstance(error, ImportError):  # the config file's own import failed
+        cause = _lines(text)[0] if _lines(text) else type(error).__name__
+        return f"the --config file's imports failed: {cause}; fix the import (or PYTHONPATH)"
     lines = [x for x in _lines(text) if not x.startswith("Pass --help")] or [type(error).__name__]
     if "Error whilst parsing config file" in text:  # Its own error is on the last line.
         return f"in the --config file: {lines[-1]}"
@@ -67,7 +70,7 @@ def flags_parser(config_flag, usage: str) -> Callable[[List[str]], List[str]]:
             argv = flags.FLAGS(argv)
             if config_flag.value is not None:
                 config_flag.value.get("seed")  # ml_collections defers a load error to here
-        except (flags.Error, OSError, SyntaxError, AttributeError, LookupError) as e:
+        except (flags.Error, OSError, SyntaxError, ImportError, AttributeError, LookupError) as e:
             errors.fail(_flag_error(e, argv, usage))
         return argv
 

@@ -16,7 +16,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import cli  # noqa: E402
-from vit_jax.common import errors  # noqa: E402
+from vit_jax.common import errors, files  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
 _WORKDIR = flags.DEFINE_string(
@@ -36,8 +36,8 @@ def main(argv) -> None:
         fail(
             "--workdir is required: the directory for checkpoints and logs, e.g. --workdir=/tmp/run"
         )
-    if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
-        fail(f"--workdir={_WORKDIR.value} is a file; pass a directory (it is created if missing)")
+    with errors.boundary():
+        files.check_output_path(_WORKDIR.value, "--workdir", folder=True)
     config = _CONFIG.value
     if config is None:
         fail("--config is required, e.g. --config=configs/quickstart.py")

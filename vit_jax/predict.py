@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO line
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax.common import errors, host_memory  # noqa: E402
+from vit_jax.common import errors, files, host_memory  # noqa: E402
 
 # Private flags, so this CLI and `vit_jax.main` (which also has --config/--workdir) import side by side.
 FLAGS = flags.FlagValues()
@@ -91,8 +91,16 @@ def _run(images: List[str]) -> None:
     if _ATTENTION_MAP.value and len(images) != 1:
         raise UsageError(f"--attention_map takes exactly one image file, got {len(images)}")
     for path in images:  # before the (slow) model load
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a folder, not an image file; name the image files")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist")
+    for flag, value in (
+        ("--export_npz", _EXPORT_NPZ.value),
+        ("--attention_map", _ATTENTION_MAP.value),
+    ):
+        if value:
+            files.check_output_path(value, flag)
 
     from vit_jax.tools import inference  # noqa: PLC0415  (JAX and TensorFlow load here, after the flags)
 
@@ -100,9 +108,15 @@ def _run(images: List[str]) -> None:
         _WORKDIR.value or _CHECKPOINT.value, _CONFIG.value
     )
     if _EXPORT_NPZ.value:
-        from vit_jax.weights import export_npz  # noqa: PLC0415
+        from vit_jax.weights import npz  # noqa: PLC0415
 
-        print(f"wrote {export_npz(variables['params'], _EXPORT_NPZ.value)}")
+        print(f"wrote {npz.export_npz(variables['params'], _EXPORT_NPZ.value)}")
+        problems = npz.timm_incompatibilities(model)
+        if problems:  # the file is still ours to read back; timm would load it wrong or not at all
+            print(
+                f"warning: timm cannot load this model exactly: {'; '.join(problems)}",
+                file=sys.stderr,
+            )
     if images:
         _predict(model, variables, config, class_names, images)
     if _SPLIT.value:

@@ -79,6 +79,11 @@ def test_atomic_write_replaces_whole_files_only(tmp_path):
         f.write(b"second")
     with open(path, "rb") as f:
         assert f.read() == b"second"
+    os.makedirs(tmp_path / "sub" / "folder")
+    with pytest.raises(IsADirectoryError):  # an OSError: one `error:` line at the boundary
+        with files.atomic_write(str(tmp_path / "sub" / "folder")) as f:
+            f.write("x")
+    assert sorted(os.listdir(tmp_path / "sub")) == ["folder", "result.json"]
 
 
 def test_flatten_descends_into_dicts_and_config_dicts():

@@ -156,6 +156,11 @@ def test_resolve_auto_by_backend_and_explicit_names_pass_through(backend, want):
     assert kernels.resolve("auto", "auto", backend) == want
     assert kernels.resolve("stock", "naive", backend) == ("stock", "naive")
     assert kernels.resolve("cpu", "auto", backend) == ("cpu", want[1])
+    if backend == "gpu":
+        assert kernels.resolve("stock", "cudnn", backend) == ("stock", "cudnn")
+    else:  # an option valid elsewhere but not on this machine: one line, before compiling
+        with pytest.raises(ValueError, match=f"attn_impl='cudnn' needs an NVIDIA GPU.*'{backend}'"):
+            kernels.resolve("stock", "cudnn", backend)
 
 
 def test_unresolved_auto_and_unknown_sets_are_errors():

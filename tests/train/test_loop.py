@@ -117,3 +117,50 @@ def test_every_config_validates(name):
     if c.dataset.startswith("folder:"):
         c.dataset = "digits"
     validate(c, num_devices=1)
+
+
+def test_an_evaluation_that_fails_loses_no_training_and_a_rerun_evaluates(tmp_path, monkeypatch):
+    """The final checkpoint is written before the final evaluation; rerunning the finished run
+    evaluates it without training again."""
+    from vit_jax.data import DataError  # noqa: PLC0415
+    from vit_jax.train import loop  # noqa: PLC0415
+
+    c = _digits_config(total_steps=3)
+    workdir = str(tmp_path / "run")
+    real = loop.evaluate
+
+    def broken(*args):
+        raise DataError("cannot read image test/7/0001.jpg: corrupt JPEG")
+
+    monkeypatch.setattr(loop, "evaluate", broken)
+    with pytest.raises(DataError, match="corrupt JPEG"):
+        train_lib.train_and_evaluate(c, workdir)
+    step, state = _final_params(workdir, c)
+    assert step == 3 and int(state["step"]) == 3  # the training is saved
+    monkeypatch.setattr(loop, "evaluate", real)
+    result = train_lib.train_and_evaluate(c, workdir)
+    assert result["count"] == 360 and 0.0 <= result["top1"] <= 1.0
+    assert _final_params(workdir, c)[0] == 3  # evaluated, not trained further
+
+
+@pytest.mark.parametrize(
+    "change,error",
+    [
+        (
+            dict(num_classes=5),
+            r"config.num_classes=5 is smaller than the 10 classes of config.train_split",
+        ),
+        (
+            dict(eval_split="test[:0]"),
+            r"config.eval_split='test\[:0\]' of digits holds no examples",
+        ),
+        (dict(keep_checkpoints=0), r"config.keep_checkpoints=0 would keep no checkpoint"),
+    ],
+)
+def test_inputs_that_would_train_nonsense_or_lose_the_run_fail_before_training(
+    tmp_path, change, error
+):
+    c = _digits_config(total_steps=2, **change)
+    with pytest.raises(ValueError, match=error):
+        train_lib.train_and_evaluate(c, str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -268,3 +268,22 @@ def test_a_non_square_checkpoint_grid_must_be_given(tmp_path):
         npz.load_npz(path, _target(model))
     loaded = npz.load_npz(path, _target(model), ckpt_grid=(2, 3))
     assert loaded["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 5, 16)
+
+
+@pytest.mark.parametrize(
+    "option,named",
+    [
+        (dict(posemb="sincos2d"), "posemb='sincos2d'"),
+        (dict(posemb="rope2d"), "posemb='rope2d'"),
+        (dict(layer_scale=0.1), "layer_scale"),
+        (dict(qk_norm=True), "qk_norm"),
+        (dict(representation_size=8), "representation_size"),
+        (dict(pool="gap", final_norm=False), "final_norm=False"),
+        (dict(norm="rmsnorm"), "norm='rmsnorm'"),
+    ],
+)
+def test_exports_timm_cannot_read_exactly_are_named(option, named):
+    assert npz.timm_incompatibilities(vit_jax.create_model("Ti/4", 3)) == []
+    assert npz.timm_incompatibilities(vit_jax.create_model("Ti/4", 3, pool="gap")) == []
+    problems = npz.timm_incompatibilities(vit_jax.create_model("Ti/4", 3, **option))
+    assert len(problems) == 1 and named in problems[0], problems

@@ -13,9 +13,12 @@ def resolve_kernels(config) -> None:
     """Replaces `model.kernels` / `model.attn_impl` "auto" by the choice for JAX's backend, in place,
     so the model and the run's config.json see the same concrete names. Call once, in the CLI,
     after the CPU device split (it starts JAX's backend)."""
-    config.model.kernels, config.model.attn_impl = kernels.resolve(
-        config.model.kernels, config.model.attn_impl
-    )
+    try:
+        config.model.kernels, config.model.attn_impl = kernels.resolve(
+            config.model.kernels, config.model.attn_impl
+        )
+    except ValueError as e:
+        raise ConfigError(f"config.model: {e}") from None
 
 
 __all__ = [

@@ -6,6 +6,7 @@ from vit_jax import models
 from vit_jax.common import cpu_devices, trees
 from vit_jax.common.errors import Error
 from vit_jax.config.defaults import base_config
+from vit_jax.data.options import read_config
 
 _CHOICES = dict(
     optimizer=("adamw", "sgd", "lion", "adafactor"),
@@ -61,6 +62,24 @@ def check_values(config, num_devices: int = None) -> None:
     ):  # fmt: skip
         if config[key] < 0:
             raise ConfigError(f"config.{key}={config[key]} must not be negative")
+    for key in ("b1", "b2", "label_smoothing"):
+        if not 0.0 <= config[key] < 1.0:
+            raise ConfigError(f"config.{key}={config[key]} must lie in [0, 1)")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ConfigError(f"config.min_lr_ratio={config.min_lr_ratio} must lie in [0, 1]")
+    if config.momentum is not None and config.momentum < 0:
+        raise ConfigError(f"config.momentum={config.momentum} must not be negative")
+    try:
+        read_config(config)  # the data keys, checked where the data pipeline defines them
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if config.keep_checkpoints < 1:
+        raise ConfigError(
+            f"config.keep_checkpoints={config.keep_checkpoints} would keep no checkpoint (every save "
+            "deleted, the run unresumable); use 1 or more"
+        )
+    if config.num_classes is not None and config.num_classes < 1:
+        raise ConfigError(f"config.num_classes={config.num_classes} must be positive (or None)")
     try:
         cpu_devices.choose(config.cpu_devices, (), 1)
     except ValueError as e:

@@ -130,6 +130,9 @@ def _validate(cfg: DataConfig) -> None:
     _check(cfg.eval_batch_size > 0, "eval_batch_size", cfg.eval_batch_size, "a positive int")
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative int")
     _check(cfg.prefetch >= 0, "prefetch", cfg.prefetch, ">= 0")
+    _check(cfg.shuffle_buffer >= 1, "shuffle_buffer", cfg.shuffle_buffer, ">= 1")
+    threads = cfg.data_threads
+    _check(threads is None or threads >= 1, "data_threads", threads, "None (all cores) or >= 1")
     _check(
         0 < aug.crop_area_min <= aug.crop_area_max <= 1,
         "aug.crop_area_min/crop_area_max",

@@ -5,6 +5,7 @@ import os
 import time
 
 from vit_jax.data import pipeline
+from vit_jax.data.core import DataError
 from vit_jax.data.options import read_config
 
 
@@ -41,6 +42,8 @@ def describe(config, steps: int) -> dict:
     """Everything the command prints, as a dict."""
     cfg = read_config(config)
     source = pipeline.open_split(cfg, cfg.train_split)
+    if source.info.num_examples == 0:
+        raise DataError(f"split {cfg.train_split!r} of {cfg.dataset} holds no examples")
     counts = source.label_counts()
     eval_batch = next(
         iter(

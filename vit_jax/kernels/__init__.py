@@ -68,9 +68,18 @@ def get(name: str) -> KernelSet:
 
 
 def resolve(kernels: str = "auto", attn_impl: str = "auto", backend: str = None) -> Tuple[str, str]:
-    """Concrete (kernels, attn_impl) for `backend` (default: JAX's); explicit names pass through."""
-    if "auto" in (kernels, attn_impl):
+    """Concrete (kernels, attn_impl) for `backend` (default: JAX's); explicit names pass through.
+
+    Raises:
+      ValueError: `attn_impl="cudnn"` on a backend other than a GPU (cuDNN is NVIDIA's library).
+    """
+    if "auto" in (kernels, attn_impl) or attn_impl == "cudnn":
         backend = backend or jax.default_backend()
+    if attn_impl == "cudnn" and backend != "gpu":
+        raise ValueError(
+            f"attn_impl='cudnn' needs an NVIDIA GPU, and JAX's backend here is {backend!r}; "
+            "use attn_impl='auto' (or xla)"
+        )
     if kernels == "auto":
         kernels = _AUTO_KERNELS.get(backend, "stock")
     if attn_impl == "auto":

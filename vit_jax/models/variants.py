@@ -75,6 +75,12 @@ def validate_options(opts: Dict[str, Any]) -> None:
             f"model sizes {missing} are not set; give a variant such as 'B/16' or all of "
             f"{', '.join(SIZE_KEYS)}"
         )
+    sizes = [*opts["patch_size"], *(opts[k] for k in SIZE_KEYS[1:])]
+    if min(sizes) < 1 or (opts["representation_size"] or 0) < 0:  # 0 / None: no pre-logits
+        raise ValueError(
+            f"model sizes must be positive: patch_size={opts['patch_size']}, "
+            + ", ".join(f"{k}={opts[k]}" for k in (*SIZE_KEYS[1:], "representation_size"))
+        )
     _check_choice("posemb", opts["posemb"], POSEMB.names())
     _check_choice("pool", opts["pool"], POOLS.names())
     _check_choice("norm", opts["norm"], NORMS.names())

@@ -36,7 +36,7 @@ PEAK_TFLOPS = {
 
 
 def optimizer_config(args):
-    """The fields `vit_jax.optim.make_optimizer` reads: AdamW, constant LR after 1 warmup step."""
+    """The fields `vit_jax.train.optim.make_optimizer` reads: AdamW, constant LR after 1 warmup step."""
     return types.SimpleNamespace(
         lr=1e-3,
         warmup_steps=1,

@@ -14,7 +14,7 @@ import numpy as np
 
 from vit_jax import models
 from vit_jax.common.errors import Error
-from vit_jax.config import validate
+from vit_jax.config import ConfigError, validate
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
 from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
@@ -67,6 +67,8 @@ def evaluate(eval_fn, state, batches, mesh) -> Dict[str, float]:
     for batch in batches:
         out = eval_fn(state, shd.to_global(batch, mesh))
         sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+    if sums is None:
+        raise ValueError("the evaluation split holds no examples; widen its split slice")
     sums = jax.device_get(sums)
     count = float(sums["count"])
     return dict(
@@ -104,6 +106,27 @@ def _init_from_pretrained(config, model, tx, state, shardings):
     return state
 
 
+def check_splits(config, data) -> int:
+    """The model's number of classes, after checking both splits exist, hold examples and have
+    labels the model can output (a head narrower than the dataset trains to nonsense)."""
+    infos = {}
+    for key in ("train_split", "eval_split"):
+        info = infos[key] = data.get_info(config.dataset, config[key], config.data_dir)
+        if info.num_examples == 0:
+            raise data.DataError(
+                f"config.{key}={config[key]!r} of {config.dataset} holds no examples; "
+                "widen the split slice"
+            )
+    num_classes = config.num_classes or infos["train_split"].num_classes
+    for key, info in infos.items():
+        if info.num_classes > num_classes:
+            raise ConfigError(
+                f"config.num_classes={num_classes} is smaller than the {info.num_classes} classes "
+                f"of config.{key}={config[key]!r}; leave num_classes=None to take the dataset's"
+            )
+    return num_classes
+
+
 def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
 
@@ -117,11 +140,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     # ----------------------------------------------------------------- data
     from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
 
-    info = data.get_info(config.dataset, config.train_split, config.data_dir)
-    data.get_info(
-        config.dataset, config.eval_split, config.data_dir
-    )  # fails now, not after training
-    num_classes = config.num_classes or info.num_classes
+    num_classes = check_splits(config, data)  # fails now, not after training
 
     # ----------------------------------------------------------------- model and state
     model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
@@ -170,6 +189,9 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     result: Dict[str, float] = {}
     prev = None
     try:
+        if start >= config.total_steps:  # finished (e.g. its final eval failed): evaluate again
+            result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
+            logger.eval(start, result)
         for step in range(start + 1, config.total_steps + 1):
             state, metrics = step_fn(state, shd.to_global(next(batches), mesh))
             if prev is not None:  # checked one step late, so the host never stalls the device
@@ -180,16 +202,17 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 m = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 m["images_per_sec"] = logger.images_per_second(step, config.batch_size)
                 logger.train(step, m)
+            stopping = guard.signal is not None or step == stop_at
+            # Saved before evaluating, so an evaluation that fails loses no training.
+            if _due(step, config.checkpoint_every) or final or stopping:
+                _check_finite(metrics, step, config, last_saved)
+                ckpt.save(step, state, force=True)
+                last_saved = step
             if _due(step, config.eval_every) or final:
                 _check_finite(metrics, step, config, last_saved)
                 result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
                 logger.eval(step, result)
                 ckpt.save_best(step, state, result["top1"])
-            stopping = guard.signal is not None or step == stop_at
-            if _due(step, config.checkpoint_every) or final or stopping:
-                _check_finite(metrics, step, config, last_saved)
-                ckpt.save(step, state, force=True)
-                last_saved = step
             if stopping:
                 why = "stop_at" if guard.signal is None else signal.Signals(guard.signal).name
                 logger.print(

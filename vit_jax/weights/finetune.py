@@ -104,7 +104,7 @@ def load_pretrained(
 ) -> Dict[str, Any]:
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
 
-    Encoder weights come from the checkpoint (any layout `vit_jax.checkpoints` reads) and learned
+    Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads) and learned
     position tables are interpolated to the new patch grid. With `skip_head`, the classifier is the
     model's fresh (zero-initialised) head for its own number of classes, and `pre_logits` is kept only if
     the model has a representation layer of the checkpoint's size (fresh if another size, dropped if none).

@@ -18,7 +18,7 @@ import os
 import re
 import zipfile
 import zlib
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import flax
 import jax
@@ -280,3 +280,28 @@ def export_npz(params, path: str, *, layout: str = "vit_jax") -> str:
     with files.atomic_write(path, "wb") as f:  # a file object: numpy appends no ".npz" to it
         np.savez(f, **flat)
     return path
+
+
+def timm_incompatibilities(model) -> List[str]:
+    """Options of `model` that timm's `.npz` loader (`_load_weights`) cannot reproduce.
+
+    timm reads a learned 1-D position table with pre-norm LayerNorm blocks and exact GELU; anything
+    else either fails in timm (a missing key) or, worse, loads and computes different logits.
+    Returns one "option=value (why)" string per problem; empty when timm reads the export exactly.
+    """
+    problems = []
+    if model.posemb != "learn":
+        problems.append(f"posemb={model.posemb!r} (timm reads only a learned 1-D table)")
+    if model.norm != "layernorm" or model.norm_placement != "pre":
+        problems.append(f"norm={model.norm!r}/{model.norm_placement!r} (timm: pre-LayerNorm)")
+    if model.layer_scale:
+        problems.append("layer_scale (timm's loader skips LayerScale)")
+    if model.qk_norm:
+        problems.append("qk_norm=True (timm's loader skips the q/k norms)")
+    if model.representation_size:
+        problems.append("representation_size (timm has no tanh pre-logits layer)")
+    if model.pool == "gap" and not model.final_norm:
+        problems.append("pool='gap' with final_norm=False (timm normalises the pooled vector)")
+    if model.gelu_approximate:
+        problems.append("gelu_approximate=True (timm uses the exact GELU)")
+    return problems
