@@ -101,3 +101,14 @@ def test_registry_finds_by_name_and_lists_the_choices():
         reg.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("a")(2)
+
+
+def test_a_distributed_run_without_a_coordinator_names_the_variables(monkeypatch):
+    from vit_jax.common import distributed  # noqa: PLC0415
+
+    monkeypatch.setenv("VIT_JAX_COORDINATOR", "localhost:1234")
+    monkeypatch.delenv("VIT_JAX_NUM_PROCESSES", raising=False)
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    with pytest.raises(errors.Error, match="VIT_JAX_COORDINATOR=..., VIT_JAX_NUM_PROCESSES"):
+        distributed.init_distributed(True)
+    distributed.init_distributed(False)  # a one-process run does nothing
