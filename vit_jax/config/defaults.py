@@ -41,9 +41,7 @@ def model_defaults() -> ml_collections.ConfigDict:
     Sizes left None come from `variant`; with `variant=None` all five must be given.
     """
     hints = typing.get_type_hints(models.VisionTransformer)
-    options = {
-        k: _value(v, hints[k]) for k, v in models.OPTION_DEFAULTS.items() if k != "patch_size"
-    }
+    options = {k: _value(v, hints[k]) for k, v in models.OPTION_DEFAULTS.items()}
     sizes = {k: ml_collections.FieldReference(None, field_type=int) for k in models.SIZE_KEYS}
     variant = ml_collections.FieldReference("Ti/16", field_type=str)  # typed: may be set to None
     return ml_collections.ConfigDict(dict(variant=variant, **sizes, **options))

@@ -128,8 +128,11 @@ def resolve_options(variant: Optional[str], **overrides) -> Dict[str, Any]:
 def config_options(model_config: Mapping[str, Any]) -> Dict[str, Any]:
     """`resolve_options` for a `config.model` mapping: `variant` plus options; sizes left None
     come from the variant."""
-    opts = {k: v for k, v in model_config.items() if k != "variant"}
-    opts = {k: v for k, v in opts.items() if not (k in SIZE_KEYS and v is None)}
+    opts = {
+        k: v
+        for k, v in model_config.items()
+        if k != "variant" and not (k in SIZE_KEYS and v is None)
+    }
     return resolve_options(model_config.get("variant"), **opts)
 
 

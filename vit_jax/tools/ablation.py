@@ -191,9 +191,7 @@ def _locked(path: Optional[str]):
 def restore_final_state(config, workdir: str, abstract, shardings):
     """The train state of the run's final checkpoint (step == config.total_steps)."""
     directory = os.path.join(workdir, "checkpoints")
-    steps = (
-        [int(s) for s in os.listdir(directory) if s.isdigit()] if os.path.isdir(directory) else []
-    )
+    steps = checkpoint.saved_steps(directory)
     if config.total_steps not in steps:
         raise CheckpointError(
             f"{workdir} has no final checkpoint (latest step {max(steps, default=None)}, "

@@ -75,7 +75,7 @@ def _checkpoint_dir_and_step(path: str) -> Tuple[str, int]:
     if base.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
         return os.path.dirname(path), int(base)
     ckpt_dir = os.path.join(path, "checkpoints")
-    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(ckpt_dir) else []
+    steps = checkpoint.saved_steps(ckpt_dir)
     if not steps:
         raise CheckpointError(
             f"no checkpoint in {path}: expected a workdir with checkpoints/<step>, a step directory "

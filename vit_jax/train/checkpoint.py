@@ -14,7 +14,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import jax
 import numpy as np
@@ -104,6 +104,13 @@ def restore_from(manager: ocp.CheckpointManager, step: Optional[int] = None, tar
         target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), dict(meta))
     _check_fits(_shapes(meta), _shapes(target), path)
     return _quietly(lambda: manager.restore(step, args=ocp.args.StandardRestore(target)), path)
+
+
+def saved_steps(directory: str) -> List[int]:
+    """The complete steps in a directory of Orbax steps (in-progress `N.orbax-checkpoint-tmp-*`
+    folders are not digits), ascending; empty when the directory is absent."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(n) for n in names if n.isdigit())
 
 
 def restore(directory: str, step: Optional[int] = None, target=None):
