@@ -14,7 +14,9 @@ import pytest
 from tests.helpers.paths import ROOT
 
 PACKAGE = os.path.join(ROOT, "vit_jax")
-ORDER = ("common", "kernels", "models", "weights", "data", "config", "train", "tools")
+ORDER = (
+    "common", "kernels", "models", "weights", "data", "evaluators", "config", "train", "tools",
+)  # fmt: skip
 # Functions that change the whole process; only the command lines (and their definitions in
 # common/) may call them.
 PROCESS_SETTERS = {

@@ -15,7 +15,7 @@ os.environ.setdefault(
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import cli  # noqa: E402
+from vit_jax import cli, evaluators  # noqa: E402
 from vit_jax.common import errors, files  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).")
@@ -24,6 +24,7 @@ _WORKDIR = flags.DEFINE_string(
 )
 
 
+_FINAL = (("top1", "top-1"), ("top5", "top-5"), ("loss", "loss"))
 _USAGE = "usage: --config=FILE --workdir=DIR [--config.KEY=VALUE ...]"
 fail = errors.fail
 
@@ -46,12 +47,11 @@ def main(argv) -> None:
     with errors.boundary():
         cli.prepare_process(config)
         result = train_and_evaluate(config, _WORKDIR.value)
-    if "top1" in result:
-        print(
-            f"final: eval top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
-            f"loss {result['loss']:.4f}  on {int(result['count'])} examples",
-            flush=True,
-        )
+    for name in evaluators.names(config):  # e.g. "final: eval top-1 0.97  top-5 1.00  loss 0.12"
+        m = {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith(f"{name}/")}
+        shown = [f"{label} {m[k]:.4f}" for k, label in _FINAL if k in m]
+        if shown:
+            print(f"final: {name} {'  '.join(shown)}  on {int(m['count'])} examples", flush=True)
 
 
 def run() -> None:

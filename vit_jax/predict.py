@@ -10,7 +10,6 @@ Images get the eval preprocessing of the run's config, so predictions match eval
 missing run, checkpoint or image, an unreadable image) print one line (`error: ...`) and exit with 2.
 """
 
-import functools
 import os
 import sys
 from typing import List, Sequence
@@ -141,16 +140,17 @@ def _predict(model, variables, config, class_names, paths: List[str]) -> None:
 
 
 def _evaluate(model, variables, config, split: str) -> None:
-    """Prints top-1/top-5/loss over every example of `split`, as the trainer's eval computes them."""
-    import jax  # noqa: PLC0415
+    """Prints top-1/top-5/loss over every example of `split`, with the trainer's evaluator."""
+    import copy  # noqa: PLC0415
 
-    from vit_jax import data, train  # noqa: PLC0415
-    from vit_jax.train import sharding as shd  # noqa: PLC0415
-    from vit_jax.train import step as ts  # noqa: PLC0415
+    from vit_jax import evaluators  # noqa: PLC0415
 
-    eval_fn = jax.jit(functools.partial(ts.eval_step, model=model, loss_name=config.loss))
-    state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
-    m = train.evaluate(eval_fn, state, data.eval_iterator(config, split), shd.make_mesh())
+    config = copy.deepcopy(config)
+    config.evals, config.eval_split = {}, split
+    (evaluator,) = evaluators.from_config(config)
+    m = evaluator.run(
+        evaluators.Context(model, put=lambda batch: batch, loss=config.loss), variables
+    )
     print(
         f"{split}: top-1 {m['top1']:.6f}  top-5 {m['top5']:.6f}  loss {m['loss']:.6f}  "
         f"on {int(m['count'])} examples"

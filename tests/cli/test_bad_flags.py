@@ -34,9 +34,11 @@ AT_LEAST_0 = (
 )  # fmt: skip
 BELOW_1 = (
     "b1", "b2", "label_smoothing", "model.dropout_rate", "model.attention_dropout_rate",
-    "model.drop_path_rate",
+    "model.drop_path_rate", "ema_decay",
 )  # fmt: skip
-UNIT_INTERVAL = ("min_lr_ratio", "aug.crop_area_max", "aug.eval_crop_pct", "aug.crop_area_min")
+UNIT_INTERVAL = (
+    "min_lr_ratio", "aug.crop_area_max", "aug.eval_crop_pct", "aug.crop_area_min", "layer_decay",
+)  # fmt: skip
 POSITIVE = ("lr",)
 ANY = ("model.head_bias_init", "model.layer_scale", "cpu_devices", "mesh.data", "mesh.fsdp")
 # cpu_devices (-1: per core) and mesh sizes (-1: the rest) are checked against the machine's

@@ -106,7 +106,7 @@ def test_configs_state_only_what_they_change(path):
     old, new = trees.flatten(parent), trees.flatten(config)
     keys = _set_keys(tree)
     assert keys, "found no assignments in the config file"
-    restated = [k for k in keys if _plain(old[k]) == _plain(new[k])]
+    restated = [k for k in keys if k in old and _plain(old[k]) == _plain(new[k])]
     assert not restated, f"{os.path.basename(path)} restates its base's values: {restated}"
     # A size string means what it says: a variant is never resized, sizes come without one.
     if config.model.variant:
@@ -123,8 +123,13 @@ def test_configs_mean_what_they_meant_before_the_rewrite():
 
     with open(os.path.join(ROOT, "tests", "fixtures", "configs_v0.json")) as f:
         before = json.load(f)
-    assert sorted(before) == sorted(map(os.path.basename, CONFIGS))
+    # The recipes were then changed on purpose to equal their sources (issue 14): docs/recipes.md
+    # and tests/config/test_recipes.py hold them now. quickstart_evals.py is newer than the fixture.
+    recipes = {"imagenet_s16.py", "i21k_b16.py", "finetune.py"}
+    assert sorted(before) == sorted(set(map(os.path.basename, CONFIGS)) - {"quickstart_evals.py"})
     for name, old in before.items():
+        if name in recipes:
+            continue
         new = json.loads(config_lib.load_config(os.path.join(ROOT, "configs", name)).to_json())
         a, b = effective(old), effective(new)
         diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}

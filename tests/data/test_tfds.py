@@ -19,6 +19,8 @@ class TinyShades(tfds.core.GeneratorBasedBuilder):
         features = {
             "image": tfds.features.Image(shape=(6, 5, 3)),
             "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+            # A label set, as ImageNet ReaL's real_label: {}, {key%3}, {key%3, (key+1)%3}, ...
+            "labels": tfds.features.Sequence(tfds.features.ClassLabel(names=["a", "b", "c"])),
         }
         return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
 
@@ -28,7 +30,11 @@ class TinyShades(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, first, count):
         for key in range(first, first + count):
-            yield key, {"image": np.full((6, 5, 3), key, np.uint8), "label": key % 3}
+            labels = [(key + i) % 3 for i in range(key % 3)]
+            yield (
+                key,
+                {"image": np.full((6, 5, 3), key, np.uint8), "label": key % 3, "labels": labels},
+            )
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +110,32 @@ def test_train_shards_epochs_and_resume(data_dir):
         for step in (7, 8, 9):
             np.testing.assert_array_equal(values(next(resumed)), run[step])
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(1, 24))
+
+
+def test_a_label_set_reads_as_multi_hot_and_only_multilabel_evaluators_take_it(data_dir):
+    from vit_jax import evaluators  # noqa: PLC0415
+    from vit_jax.config import base_config  # noqa: PLC0415
+
+    info = data.get_info("tfds:tiny_shades", "test", data_dir, label_key="labels")
+    assert info.multi_label and info.num_classes == 3 and info.num_examples == 7
+    c = config(data_dir, eval_split="test", label_key="labels", eval_batch_size=4)
+    batches = list(data.eval_iterator(c))
+    labels = np.concatenate([b["label"] for b in batches])[
+        np.concatenate([b["mask"] for b in batches])
+    ]
+    keys = np.concatenate([values(b) for b in batches])[
+        np.concatenate([b["mask"] for b in batches])
+    ]
+    expect = np.zeros((7, 3), np.int32)
+    for row, key in enumerate(keys):
+        expect[row, [(key + i) % 3 for i in range(key % 3)]] = 1
+    np.testing.assert_array_equal(labels, expect)
+    assert labels.shape == (7, 3) and (labels.sum(1) == 0).sum() == sum(k % 3 == 0 for k in keys)
+    run = base_config()
+    run.update(dict(dataset="tfds:tiny_shades", data_dir=data_dir, image_size=4))
+    run.evals.real = dict(type="multilabel", split="test", label_key="labels")
+    run.evals.top1 = dict(type="classification", split="test", label_key="labels")
+    real, top1 = evaluators.from_config(run)
+    real.check(3)
+    with pytest.raises(evaluators.EvalError, match="type='multilabel'"):
+        top1.check(3)

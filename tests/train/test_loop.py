@@ -127,17 +127,17 @@ def test_an_evaluation_that_fails_loses_no_training_and_a_rerun_evaluates(tmp_pa
 
     c = _digits_config(total_steps=3)
     workdir = str(tmp_path / "run")
-    real = loop.evaluate
+    real = loop.run_evaluators
 
     def broken(*args):
         raise DataError("cannot read image test/7/0001.jpg: corrupt JPEG")
 
-    monkeypatch.setattr(loop, "evaluate", broken)
+    monkeypatch.setattr(loop, "run_evaluators", broken)
     with pytest.raises(DataError, match="corrupt JPEG"):
         train_lib.train_and_evaluate(c, workdir)
     step, state = _final_params(workdir, c)
     assert step == 3 and int(state["step"]) == 3  # the training is saved
-    monkeypatch.setattr(loop, "evaluate", real)
+    monkeypatch.setattr(loop, "run_evaluators", real)
     result = train_lib.train_and_evaluate(c, workdir)
     assert result["count"] == 360 and 0.0 <= result["top1"] <= 1.0
     assert _final_params(workdir, c)[0] == 3  # evaluated, not trained further

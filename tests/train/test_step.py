@@ -65,20 +65,6 @@ def test_nan_skip_keeps_params_and_flags_non_finite():
     assert int(new["step"]) == 1
 
 
-def test_eval_step_counts_masked_examples_and_topk():
-    model, state, _ = _setup(tiny_config(), classes=6)
-    b = batch(classes=6)
-    b["mask"] = np.arange(16) < 11
-    out = jax.jit(functools.partial(ts.eval_step, model=model))(state, b)
-    assert float(out["count"]) == 11
-    # The zero-initialised head gives equal logits: loss is log(6) per valid example.
-    np.testing.assert_allclose(float(out["loss"]), 11 * np.log(6), rtol=1e-5)
-    logits = model.apply({"params": state["params"]}, b["image"])
-    top1 = (np.argmax(logits, -1) == b["label"])[:11].sum()
-    assert float(out["top1"]) == top1
-    assert float(out["top1"]) <= float(out["top5"]) <= 11
-
-
 def test_same_global_batch_on_1_and_8_devices_data_and_fsdp():
     """Runs in a subprocess so XLA can simulate 8 CPU devices."""
     env = dict(

@@ -74,7 +74,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.b1 = 0.9
     c.b2 = 0.999
     c.momentum = 0.9  # sgd
-    c.weight_decay = 1e-4  # decoupled; applied to kernels only (no biases, norms, position tables)
+    c.weight_decay = 1e-4  # on kernels only (no biases, norms, position tables) unless wd_mults
+    # "lr": θ -= lr(t)·wd·θ (optax/PyTorch AdamW); "schedule": θ -= (lr(t)/lr)·wd·θ (big_vision).
+    c.weight_decay_form = "lr"
+    # Per-parameter rules on "/"-joined parameter paths (first full regex match wins, as big_vision):
+    c.lr_mults = ()  # ((regex, multiplier), ...) of the learning rate
+    c.wd_mults = ()  # ((regex, multiplier), ...) of weight_decay; () = ((".*/kernel", 1.0),)
+    c.frozen = ()  # (regex, ...): parameters that do not train
+    c.layer_decay = 0.0  # layer-wise lr decay (BEiT/timm): block i of L gets lr·d^(L-i); 0: off
+    c.ema_decay = 0.0  # keep an EMA of the weights (evaluators with weights="ema" use it); 0: off
     c.grad_clip = 1.0  # global norm; 0 disables
     c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide into them
     c.loss = "softmax_xent"  # softmax_xent | sigmoid_xent | mse
@@ -101,7 +109,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 500  # 0: only at the end
     c.checkpoint_every = 500  # 0: only at the end (and on SIGTERM/SIGINT)
     c.keep_checkpoints = 3
-    c.keep_best = False  # also keep the best checkpoint by eval top-1 under workdir/best
+    c.keep_best = False  # also keep the best checkpoint (by best_metric) under workdir/best
+    # Named evaluators (vit_jax/evaluators), e.g. c.evals.val = dict(type="classification",
+    # split="validation", image_size=None, every=None, weights="params"); empty: one
+    # classification evaluator named "eval" on eval_split every eval_every steps.
+    c.evals = ml_collections.ConfigDict()
+    c.best_metric = ""  # "NAME/METRIC" choosing the best checkpoint; "": the first evaluator's top1
     c.async_checkpointing = True
     c.allow_config_change = False  # resume a workdir whose saved config differs
     c.progress_bar = True

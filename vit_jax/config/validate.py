@@ -1,8 +1,10 @@
 """Up-front config checks: every problem is one line naming the key and how to fix it."""
 
+import re
+
 import jax
 
-from vit_jax import models
+from vit_jax import evaluators, models
 from vit_jax.common import cpu_devices, trees
 from vit_jax.common.errors import Error
 from vit_jax.config.defaults import base_config
@@ -13,6 +15,7 @@ _CHOICES = dict(
     schedule=("cosine", "linear", "constant"),
     loss=("softmax_xent", "sigmoid_xent", "mse"),
     nan_policy=("stop", "skip"),
+    weight_decay_form=("lr", "schedule"),
 )
 
 
@@ -29,7 +32,7 @@ def check_keys(config) -> None:
     """Unknown keys (typos) and values of the wrong type, against `base_config()`."""
     base = trees.flatten(base_config())
     got = trees.flatten(config)
-    unknown = sorted(set(got) - set(base))
+    unknown = sorted(k for k in set(got) - set(base) if not k.startswith("evals."))
     if unknown:
         raise ConfigError(
             f"unknown config key(s): {', '.join(unknown)}; see vit_jax/config/defaults.py"
@@ -67,6 +70,11 @@ def check_values(config, num_devices: int = None) -> None:
             raise ConfigError(f"config.{key}={config[key]} must lie in [0, 1)")
     if not 0.0 <= config.min_lr_ratio <= 1.0:
         raise ConfigError(f"config.min_lr_ratio={config.min_lr_ratio} must lie in [0, 1]")
+    if not 0.0 <= config.layer_decay <= 1.0:
+        raise ConfigError(f"config.layer_decay={config.layer_decay} must lie in [0, 1] (0: off)")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"config.ema_decay={config.ema_decay} must lie in [0, 1) (0: off)")
+    check_param_rules(config)
     if config.momentum is not None and config.momentum < 0:
         raise ConfigError(f"config.momentum={config.momentum} must not be negative")
     try:
@@ -107,6 +115,59 @@ def check_values(config, num_devices: int = None) -> None:
             f"config.eval_batch_size={eval_batch_size(config)} is not divisible by the {n} devices"
         )
     check_model(config)
+    check_evals(config)
+
+
+def check_evals(config) -> None:
+    """The evaluators' options (`vit_jax.evaluators`), `best_metric` and the weights they score."""
+    problem = evaluators.spec_errors(config)
+    if problem:
+        raise ConfigError(problem)
+    names = evaluators.names(config)
+    name, _, metric = config.best_metric.partition("/")
+    if config.best_metric and (name not in names or not metric):
+        raise ConfigError(
+            f"config.best_metric={config.best_metric!r} is not NAME/METRIC of an evaluator "
+            f"({', '.join(names)}), e.g. {names[0] + '/top1'!r}"
+        )
+    for name, spec in (config.evals or {}).items():
+        if spec.get("weights") == "ema" and not config.ema_decay:
+            raise ConfigError(
+                f"config.evals.{name}.weights='ema' needs an EMA of the weights; set "
+                "config.ema_decay (e.g. 0.9999)"
+            )
+
+
+def _pairs(key: str, value, single: bool):
+    """`value` as [(regex, number)], or a ConfigError naming the expected form."""
+    example = "('embedding/.*', 'head/.*')" if single else "(('head/.*', 10.0),)"
+    items = list(value) if isinstance(value, (tuple, list)) else None
+    try:
+        pairs = [(x, 0.0) if single else (x[0], float(x[1])) for x in items]
+        if all(isinstance(p, str) for p, _ in pairs) and (
+            single or all(len(x) == 2 for x in items)
+        ):
+            return pairs
+    except (TypeError, ValueError, IndexError):
+        pass
+    raise ConfigError(f"config.{key}={value!r} must look like {example}")
+
+
+def check_param_rules(config) -> None:
+    """`lr_mults` / `wd_mults`: (regex, number) pairs; `frozen`: regexes; every regex compiles."""
+    for key in ("lr_mults", "wd_mults", "frozen"):
+        for pattern, mult in _pairs(key, config[key], single=key == "frozen"):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"config.{key}: bad regex {pattern!r} ({e})") from None
+            if key == "lr_mults" and not mult > 0:
+                raise ConfigError(
+                    f"config.lr_mults: multiplier {mult} of {pattern!r} must be positive "
+                    "(freeze parameters with config.frozen)"
+                )
+            if mult < 0:
+                raise ConfigError(f"config.{key}: multiplier {mult} of {pattern!r} is negative")
 
 
 def check_model(config) -> None:

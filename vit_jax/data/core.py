@@ -30,11 +30,14 @@ class DatasetInfo:
       num_examples: number of examples in the split (after slicing and skipped corrupt files).
       num_classes: number of classes; labels are in [0, num_classes).
       class_names: human-readable name of each label, indexed by label.
+      multi_label: each example has a set of labels (e.g. ImageNet ReaL's `real_label`), read as a
+        multi-hot int32 [num_classes] vector; only the multi-label evaluator reads such splits.
     """
 
     num_examples: int
     num_classes: int
     class_names: Tuple[str, ...]
+    multi_label: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,13 +146,13 @@ def _pad_batch(batch, size: int):
 def eval_dataset(cfg: DataConfig, source: Source, placement: Placement):
     """(tf.data.Dataset of padded eval batches, number of batches, same on every process)."""
     b, count = placement.local_batch, placement.process_count
-    n = source.info.num_examples
+    n, n_classes = source.info.num_examples, source.info.num_classes
     lo, hi = splits.shard_range(n, *placement.shard)
     num_batches = math.ceil(math.ceil(n / count) / b)
     own = math.ceil((hi - lo) / b)
     blank = {
         "image": tf.zeros([0, cfg.image_size, cfg.image_size, 3]),
-        "label": tf.zeros([0], tf.int32),
+        "label": tf.zeros([0, n_classes] if source.info.multi_label else [0], tf.int32),
         "index": tf.zeros([0], tf.int64),
     }
     ds = tf.data.Dataset.from_tensors(blank).repeat(num_batches - own)  # Whole padding batches.

@@ -34,8 +34,8 @@ class TfdsSource:
             raise DataError(
                 f"{self.dataset} has no split {split!r} ({first_line(e)}); splits: {known}"
             ) from None
-        class_names = _class_names(builder, self.dataset, options)
-        self.info = DatasetInfo(num_examples, len(class_names), class_names)
+        class_names, multi = _class_names(builder, self.dataset, options)
+        self.info = DatasetInfo(num_examples, len(class_names), class_names, multi)
 
     def _read(self, shard: Shard):
         """The shard's records in file order, images still encoded."""
@@ -54,8 +54,16 @@ class TfdsSource:
             decoders={self.image_key: tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(try_autocache=False),
         )
-        keys = self.image_key, self.label_key
-        ds = ds.map(lambda ex: {"image": ex[keys[0]], "label": tf.cast(ex[keys[1]], tf.int32)})
+        keys, classes = (self.image_key, self.label_key), self.info.num_classes
+
+        def label(value):
+            value = tf.cast(value, tf.int32)
+            if not self.info.multi_label:
+                return value
+            hot = tf.reduce_sum(tf.one_hot(value, classes, dtype=tf.int32), axis=0)
+            return tf.minimum(hot, 1)  # [classes] multi-hot; all zero for an empty set
+
+        ds = ds.map(lambda ex: {"image": ex[keys[0]], "label": label(ex[keys[1]])})
         return ds, lo, hi
 
     def label_counts(self) -> np.ndarray:
@@ -92,7 +100,10 @@ class TfdsSource:
         return None
 
 
-def _class_names(builder, dataset: str, options: SourceOptions) -> Tuple[str, ...]:
+def _class_names(builder, dataset: str, options: SourceOptions) -> Tuple[Tuple[str, ...], bool]:
+    """(class names, multi-label): a ClassLabel feature, or a Sequence of one (a label set)."""
+    import tensorflow_datasets as tfds
+
     features = builder.info.features
     for key in (options.image_key, options.label_key):
         if key not in features:
@@ -100,10 +111,12 @@ def _class_names(builder, dataset: str, options: SourceOptions) -> Tuple[str, ..
                 f"{dataset} has no feature {key!r} (it has: {', '.join(features)}); "
                 "set config.image_key / config.label_key"
             )
-    names = getattr(features[options.label_key], "names", None)
+    feature = features[options.label_key]
+    multi = isinstance(feature, tfds.features.Sequence)
+    names = getattr(feature.feature if multi else feature, "names", None)
     if not names:
         raise DataError(f"{dataset} feature {options.label_key!r} is not a class label")
-    return tuple(names)
+    return tuple(names), multi
 
 
 def open_tfds(name: str, split: str, options: SourceOptions) -> TfdsSource:

@@ -34,14 +34,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 
-from vit_jax import models
+from vit_jax import evaluators, models
 from vit_jax import train as train_lib
 from vit_jax.common import files
 from vit_jax.config import ConfigError, validate
 from vit_jax.tools.ablation_report import report, result_path
 from vit_jax.train import checkpoint
 from vit_jax.train import sharding as shd
-from vit_jax.train import step as ts
 from vit_jax.train.checkpoint import CheckpointError, check_or_write_config
 from vit_jax.train.metrics_log import read_metrics
 
@@ -217,12 +216,14 @@ def evaluate_sizes(config, workdir: str, sizes: Sequence[int]) -> Tuple[Dict[int
         config, config.num_classes or info.num_classes, mesh
     )
     state = restore_final_state(config, workdir, abstract, shardings)
-    eval_fn = jax.jit(functools.partial(ts.eval_step, model=model, loss_name=config.loss))
-    out = {}
-    for size in sizes:
-        resized = copy.deepcopy(config)
-        resized.image_size = size
-        out[size] = train_lib.evaluate(eval_fn, state, data.eval_iterator(resized), mesh)
+    sized = copy.deepcopy(config)
+    sized.evals = {f"px{s}": dict(image_size=s) for s in sizes}
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    put = functools.partial(shd.to_global, mesh=mesh)
+    context = evaluators.Context(model, put, replicated, config.loss)
+    variables = train_lib.eval_variables(state)
+    by_name = {ev.name: ev for ev in evaluators.from_config(sized)}  # (sorted by name, not size)
+    out = {s: by_name[f"px{s}"].run(context, variables) for s in sizes}
     num_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     return out, int(num_params)
 

@@ -10,12 +10,12 @@ import functools
 import resource
 import statistics
 import time
-import types
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from vit_jax import config as config_lib
 from vit_jax.tools import flops
 from vit_jax.train import optim
 from vit_jax.train import sharding as shd
@@ -36,21 +36,11 @@ PEAK_TFLOPS = {
 
 
 def optimizer_config(args):
-    """The fields `vit_jax.train.optim.make_optimizer` reads: AdamW, constant LR after 1 warmup step."""
-    return types.SimpleNamespace(
-        lr=1e-3,
-        warmup_steps=1,
-        total_steps=10_000,
-        schedule="cosine",
-        min_lr_ratio=0.0,
-        optimizer="adamw",
-        b1=0.9,
-        b2=0.999,
-        weight_decay=0.05,
-        grad_clip=args.grad_clip,
-        momentum=None,
-        freeze_encoder=False,
-    )
+    """The config `vit_jax.train.optim.make_optimizer` reads: the defaults (AdamW at lr 1e-3, decay
+    on kernels), one warmup step then cosine over 10,000 steps, and `args.grad_clip`."""
+    c = config_lib.base_config()
+    c.update(dict(warmup_steps=1, total_steps=10_000, weight_decay=0.05, grad_clip=args.grad_clip))
+    return c
 
 
 # ------------------------------------------------------------------ timing helpers

@@ -30,8 +30,9 @@ RESUMABLE_KEYS = (
     "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
     "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
     "nan_policy", "model.attn_impl", "model.kernels", "model.remat", "mesh.data", "mesh.fsdp",
-    "distributed", "cpu_devices",
+    "distributed", "cpu_devices", "best_metric",
 )  # fmt: skip
+RESUMABLE_PREFIXES = ("evals.",)  # what a run measures does not change what it trains
 
 
 class CheckpointError(Error, ValueError):
@@ -41,7 +42,11 @@ class CheckpointError(Error, ValueError):
 class Checkpointer:
     """The run's checkpoints under `workdir/checkpoints` (and `workdir/best` with `keep_best`)."""
 
-    def __init__(self, workdir: str, keep: int, async_save: bool = True, keep_best: bool = False):
+    def __init__(
+        self, workdir: str, keep: int, async_save: bool = True, best: Optional[str] = None
+    ):
+        """`best`: the metric that chooses the one checkpoint kept in `workdir/best` (higher is
+        better, except for a loss); None keeps no best checkpoint."""
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True
         )
@@ -50,9 +55,10 @@ class Checkpointer:
             item_handlers=ocp.StandardCheckpointHandler(),  # so item_metadata() works before restore
         )  # fmt: skip
         self.best = None
-        if keep_best:
+        if best is not None:
             best_opts = ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda m: m["top1"], best_mode="max", create=True,
+                max_to_keep=1, best_fn=lambda m: m.get("score", m.get("top1")),  # "top1": older runs
+                best_mode="min" if "loss" in best else "max", create=True,
                 enable_async_checkpointing=async_save,
             )  # fmt: skip
             self.best = ocp.CheckpointManager(os.path.join(workdir, "best"), options=best_opts)
@@ -67,9 +73,9 @@ class Checkpointer:
     def save(self, step: int, state, force: bool = False) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
 
-    def save_best(self, step: int, state, top1: float) -> None:
+    def save_best(self, step: int, state, score: float) -> None:
         if self.best is not None:
-            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"top1": float(top1)})
+            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"score": float(score)})
 
     def close(self) -> None:
         for m in (self.manager, self.best):
@@ -111,6 +117,16 @@ def saved_steps(directory: str) -> List[int]:
     folders are not digits), ascending; empty when the directory is absent."""
     names = os.listdir(directory) if os.path.isdir(directory) else []
     return sorted(int(n) for n in names if n.isdigit())
+
+
+def metadata(directory: str, step: int) -> Dict[str, Any]:
+    """The saved state's structure at `step`, with each array's `.shape` and `.dtype` (no data)."""
+    manager = _reader(directory)
+    try:
+        path = os.path.join(directory, str(step))
+        return dict(_quietly(lambda: manager.item_metadata(step), path))
+    finally:
+        manager.close()
 
 
 def restore(directory: str, step: Optional[int] = None, target=None):
@@ -228,7 +244,8 @@ def check_config(workdir: str, config) -> bool:
     old, new = effective(saved), effective(json.loads(config.to_json()))
     diff = sorted(
         k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS
-    )
+        and not k.startswith(RESUMABLE_PREFIXES)
+    )  # fmt: skip
     if diff and not config.allow_config_change:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
         more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""

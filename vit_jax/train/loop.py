@@ -7,19 +7,19 @@ function: the command line (`vit_jax/main.py`) sets the process up (malloc, CPU 
 
 import functools
 import signal
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import jax
 import numpy as np
 
-from vit_jax import models
+from vit_jax import evaluators, models
 from vit_jax.common.errors import Error
 from vit_jax.config import ConfigError, validate
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
 from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
 from vit_jax.train.metrics_log import MetricsLogger
-from vit_jax.train.optim import make_optimizer, make_schedule
+from vit_jax.train.optim import ema_of, make_optimizer, make_schedule
 
 
 class NonFiniteError(Error, RuntimeError):
@@ -61,22 +61,33 @@ def build(config, num_classes: int, mesh):
     return model, tx, schedule, init, abstract, shardings
 
 
-def evaluate(eval_fn, state, batches, mesh) -> Dict[str, float]:
-    """Loss, top-1 and top-5 over every example of the eval split (padding masked out)."""
-    sums = None
-    for batch in batches:
-        out = eval_fn(state, shd.to_global(batch, mesh))
-        sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
-    if sums is None:
-        raise ValueError("the evaluation split holds no examples; widen its split slice")
-    sums = jax.device_get(sums)
-    count = float(sums["count"])
-    return dict(
-        loss=float(sums["loss"]) / count,
-        top1=float(sums["top1"]) / count,
-        top5=float(sums["top5"]) / count,
-        count=count,
-    )
+def eval_variables(state, weights: str = "params"):
+    """The model variables an evaluator scores: the trained params, or their EMA (`ema_decay`)."""
+    params = state["params"] if weights == "params" else ema_of(state["opt_state"])
+    if params is None:
+        raise ConfigError("an evaluator has weights='ema' but the run keeps no EMA; set ema_decay")
+    variables = {"params": params}
+    if state["batch_stats"]:
+        variables["batch_stats"] = state["batch_stats"]
+    return variables
+
+
+def run_evaluators(evals, context, state, step: int, final: bool, logger=None):
+    """Runs the evaluators due at `step`; returns {name: metrics} of those that ran."""
+    out = {}
+    for ev in evals:
+        if ev.due(step, final):
+            out[ev.name] = ev.run(context, eval_variables(state, ev.weights))
+            if logger is not None:
+                logger.eval(step, ev.name, out[ev.name])
+    return out
+
+
+def best_metric(config) -> Tuple[str, str]:
+    """(evaluator name, metric) that chooses the best checkpoint: `config.best_metric`
+    ("NAME/METRIC"), by default the first evaluator's top-1."""
+    name, _, metric = (config.best_metric or f"{evaluators.names(config)[0]}/top1").partition("/")
+    return name, metric
 
 
 def _due(step: int, every: int) -> bool:
@@ -106,25 +117,32 @@ def _init_from_pretrained(config, model, tx, state, shardings):
     return state
 
 
-def check_splits(config, data) -> int:
-    """The model's number of classes, after checking both splits exist, hold examples and have
-    labels the model can output (a head narrower than the dataset trains to nonsense)."""
-    infos = {}
-    for key in ("train_split", "eval_split"):
-        info = infos[key] = data.get_info(config.dataset, config[key], config.data_dir)
-        if info.num_examples == 0:
-            raise data.DataError(
-                f"config.{key}={config[key]!r} of {config.dataset} holds no examples; "
-                "widen the split slice"
-            )
-    num_classes = config.num_classes or infos["train_split"].num_classes
-    for key, info in infos.items():
-        if info.num_classes > num_classes:
-            raise ConfigError(
-                f"config.num_classes={num_classes} is smaller than the {info.num_classes} classes "
-                f"of config.{key}={config[key]!r}; leave num_classes=None to take the dataset's"
-            )
-    return num_classes
+def check_splits(config, data):
+    """(number of classes, evaluators), after checking the train split and every evaluator's data
+    up front: the splits exist, hold examples, and have labels the model can output (a head
+    narrower than the dataset trains to nonsense)."""
+    info = data.get_info(config.dataset, config.train_split, config.data_dir)
+    if info.num_examples == 0:
+        raise data.DataError(
+            f"config.train_split={config.train_split!r} of {config.dataset} holds no examples; "
+            "widen the split slice"
+        )
+    if info.multi_label:
+        raise data.DataError(
+            f"config.label_key={config.label_key!r} of {config.dataset} is a set of labels; "
+            "training reads one label per example (sets are for multilabel evaluators)"
+        )
+    num_classes = config.num_classes or info.num_classes
+    if info.num_classes > num_classes:
+        raise ConfigError(
+            f"config.num_classes={num_classes} is smaller than the {info.num_classes} classes "
+            f"of config.train_split={config.train_split!r}; leave num_classes=None to take the "
+            "dataset's"
+        )
+    evals = evaluators.from_config(config)
+    for ev in evals:
+        ev.check(num_classes)
+    return num_classes, evals
 
 
 def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
@@ -140,14 +158,16 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     # ----------------------------------------------------------------- data
     from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
 
-    num_classes = check_splits(config, data)  # fails now, not after training
+    num_classes, evals = check_splits(config, data)  # fails now, not after training
 
     # ----------------------------------------------------------------- model and state
     model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
     config_changed = check_config(workdir, config)
+    best_name, best_key = best_metric(config)
     ckpt = Checkpointer(
-        workdir, config.keep_checkpoints, config.async_checkpointing, config.keep_best
-    )
+        workdir, config.keep_checkpoints, config.async_checkpointing,
+        best=best_key if config.keep_best else None,
+    )  # fmt: skip
     last_saved = ckpt.latest_step()
     if last_saved is not None:
         # Auto-resume: params, optimizer, step and RNG; the data position follows from the step.
@@ -175,10 +195,8 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )  # fmt: skip
-    eval_fn = jax.jit(
-        functools.partial(ts.eval_step, model=model, loss_name=config.loss),
-        out_shardings=replicated,
-    )
+    put = functools.partial(shd.to_global, mesh=mesh)
+    context = evaluators.Context(model, put, replicated, config.loss)
 
     # ----------------------------------------------------------------- loop
     logger = MetricsLogger(workdir, config.total_steps, start, config.progress_bar)
@@ -186,12 +204,11 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
         logger.print(f"resumed from step {start} in {workdir}")
     guard = PreemptionGuard()
     batches = data.train_iterator(config, start_step=start)
-    result: Dict[str, float] = {}
+    result: Dict[str, Dict[str, float]] = {}
     prev = None
     try:
         if start >= config.total_steps:  # finished (e.g. its final eval failed): evaluate again
-            result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
-            logger.eval(start, result)
+            result = run_evaluators(evals, context, state, start, True, logger)
         for step in range(start + 1, config.total_steps + 1):
             state, metrics = step_fn(state, shd.to_global(next(batches), mesh))
             if prev is not None:  # checked one step late, so the host never stalls the device
@@ -208,20 +225,28 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 _check_finite(metrics, step, config, last_saved)
                 ckpt.save(step, state, force=True)
                 last_saved = step
-            if _due(step, config.eval_every) or final:
+            if any(ev.due(step, final) for ev in evals):
                 _check_finite(metrics, step, config, last_saved)
-                result = evaluate(eval_fn, state, data.eval_iterator(config), mesh)
-                logger.eval(step, result)
-                ckpt.save_best(step, state, result["top1"])
+                ran = run_evaluators(evals, context, state, step, final, logger)
+                result.update(ran)
+                if best_name in ran:
+                    ckpt.save_best(step, state, ran[best_name][best_key])
             if stopping:
                 why = "stop_at" if guard.signal is None else signal.Signals(guard.signal).name
                 logger.print(
                     f"{why}: saved checkpoint at step {step}; rerun the same command to resume"
                 )
-                result = {"stopped_at": step}
-                break
+                return {"stopped_at": step}
     finally:
         guard.restore()
         ckpt.close()
         logger.close()
-    return result
+    return summary(result, evals)
+
+
+def summary(result: Dict[str, Dict[str, float]], evals) -> Dict[str, float]:
+    """The first evaluator's final metrics, plus every evaluator's as "NAME/METRIC"."""
+    first = dict(result.get(evals[0].name, {})) if evals else {}
+    for name, metrics in result.items():
+        first.update({f"{name}/{k}": v for k, v in metrics.items()})
+    return first

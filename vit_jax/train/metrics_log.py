@@ -19,6 +19,9 @@ def _tb_writer(logdir: str):
     return tf.summary.create_file_writer(logdir)
 
 
+_LABELS = {"top1": "top-1", "top5": "top-5"}
+
+
 class MetricsLogger:
     """Writes `workdir/metrics.jsonl`, `workdir/tb/` and, on close, `workdir/curves.png`.
 
@@ -68,12 +71,19 @@ class MetricsLogger:
                 img_s=f"{metrics.get('images_per_sec', 0):.0f}",
             )
 
-    def eval(self, step: int, metrics: Dict[str, float]) -> None:
-        self._write("eval", step, metrics)
-        self.print(
-            f"step {step}: eval loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}  "
-            f"top-5 {metrics['top5']:.4f}  ({int(metrics['count'])} examples)"
+    def eval(self, step: int, name: str, metrics: Dict[str, float]) -> None:
+        """One evaluator's metrics: a metrics.jsonl row with split=name, NAME/* in TensorBoard, and a
+        line such as `step 600: eval loss 0.1199  top-1 0.9694  top-5 1.0000  (360 examples)`."""
+        self._write(name, step, metrics)
+        shown = "  ".join(
+            f"{_LABELS.get(k, k)} {v:.4f}"
+            for k, v in metrics.items()
+            if k not in ("count", "skipped")
         )
+        skipped = (
+            f", {int(metrics['skipped'])} without labels skipped" if "skipped" in metrics else ""
+        )
+        self.print(f"step {step}: {name} {shown}  ({int(metrics['count'])} examples{skipped})")
 
     def print(self, message: str) -> None:
         if not self.main:
@@ -108,13 +118,21 @@ def plot_curves(jsonl_path: str, png_path: str) -> None:
 
     rows = read_metrics(jsonl_path)
     train = [r for r in rows if r["split"] == "train"]
-    evals = [r for r in rows if r["split"] == "eval"]
+    evals = {}  # every evaluator's rows, by name
+    for r in rows:
+        if r["split"] != "train":
+            evals.setdefault(r["split"], []).append(r)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    axes[0].plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="eval")
-    axes[0].set_title("loss")
     axes[1].plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train")
-    axes[1].plot([r["step"] for r in evals], [r["top1"] for r in evals], "o-", label="eval top-1")
+    for name, rs in evals.items():
+        if all("loss" in r for r in rs):
+            axes[0].plot([r["step"] for r in rs], [r["loss"] for r in rs], "o-", label=name)
+        if all("top1" in r for r in rs):
+            axes[1].plot(
+                [r["step"] for r in rs], [r["top1"] for r in rs], "o-", label=f"{name} top-1"
+            )
+    axes[0].set_title("loss")
     axes[1].set_title("accuracy")
     axes[2].plot([r["step"] for r in train], [r["lr"] for r in train])
     axes[2].set_title("learning rate")

@@ -5,34 +5,18 @@ and restores it as is.
 """
 
 import functools
-from typing import Any, Callable, Dict
+from typing import Any, Dict
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.models.losses import LOSSES, mse, sigmoid_xent, smooth, softmax_xent
+
 State = Dict[str, Any]
 
 
-# ------------------------------------------------------------------ losses
-def softmax_xent(logits, targets):
-    return optax.softmax_cross_entropy(logits, targets)
-
-
-def sigmoid_xent(logits, targets):
-    return optax.sigmoid_binary_cross_entropy(logits, targets).sum(-1)
-
-
-def mse(outputs, targets):
-    return jnp.mean((outputs - targets) ** 2, axis=-1)
-
-
-LOSSES: Dict[str, Callable] = dict(softmax_xent=softmax_xent, sigmoid_xent=sigmoid_xent, mse=mse)
-
-
-def smooth(targets, amount: float):
-    """Label smoothing: `(1 - a) * y + a / C`."""
-    return targets * (1.0 - amount) + amount / targets.shape[-1] if amount else targets
+# Losses live with the model outputs they score (the evaluators use them too).
 
 
 # ------------------------------------------------------------------ state
@@ -124,22 +108,4 @@ def train_step(state: State, batch, *, model, tx, schedule, loss_name="softmax_x
     return new, metrics
 
 
-# ------------------------------------------------------------------ eval step
-def eval_step(state: State, batch, *, model, loss_name="softmax_xent"):
-    """Sums over the valid (mask=True) examples of `batch`: loss, top-1, top-5 hits and count."""
-    variables = {"params": state["params"]}
-    if state["batch_stats"]:
-        variables["batch_stats"] = state["batch_stats"]
-    logits = model.apply(variables, batch["image"], train=False)
-    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    onehot = jax.nn.one_hot(labels, logits.shape[-1])
-    loss = LOSSES[loss_name](logits, onehot)
-    top1 = jnp.argmax(logits, -1) == labels
-    k = min(5, logits.shape[-1])
-    topk = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1)
-    return dict(
-        loss=jnp.sum(loss * mask),
-        top1=jnp.sum(top1 * mask),
-        top5=jnp.sum(topk * mask),
-        count=jnp.sum(mask),
-    )
+__all__ = ["LOSSES", "init_state", "mse", "sigmoid_xent", "smooth", "softmax_xent", "train_step"]

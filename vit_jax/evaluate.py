@@ -1,0 +1,71 @@
+"""Evaluate a run's checkpoint without training: every evaluator of its config, or some of them.
+
+  python -m vit_jax.evaluate --workdir=/tmp/run                       # latest checkpoint
+  python -m vit_jax.evaluate --workdir=/tmp/run --step=400 --evals=test_24px
+  python -m vit_jax.evaluate --workdir=/tmp/run --best
+  python -m vit_jax.evaluate --workdir=/tmp/run --config=configs/quickstart.py \
+      --config.evals.test_24px.image_size=24         # other evaluators for the same model
+
+The run's `config.json` is used unless --config is given (its model must be the run's). Results are
+printed and appended to WORKDIR/eval_only.jsonl. Errors print one line (`error: ...`), exit status 2.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import ml_collections  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vit_jax import cli  # noqa: E402
+from vit_jax.common import errors  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file with the evaluators (default: the run's config.json)."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
+_BEST = flags.DEFINE_bool("best", False, "Evaluate the run's best checkpoint (keep_best).")
+_EVALS = flags.DEFINE_list("evals", [], "Evaluator names to run (default: all).")
+_USAGE = "usage: --workdir=DIR [--step=N | --best] [--evals=a,b] [--config=FILE]"
+
+
+def _run_config(workdir: str):
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        errors.fail(f"no config.json in {workdir}: is it a training run's --workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def main(argv) -> None:
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        errors.fail(f"unexpected arguments {argv[1:]} ({_USAGE})")
+    if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
+        errors.fail(f"--workdir must be a training run's directory, got {_WORKDIR.value!r}")
+    if _BEST.value and _STEP.value is not None:
+        errors.fail("--best and --step choose a checkpoint each; pass one of them")
+    config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
+    # The kernels are numerically the same: choose this machine's, not the training machine's.
+    config.model.kernels, config.model.attn_impl = "auto", "auto"
+    from vit_jax.train.eval_only import evaluate_checkpoint  # noqa: PLC0415
+
+    with errors.boundary():
+        cli.prepare_process(config)
+        step, results = evaluate_checkpoint(
+            config, _WORKDIR.value, _STEP.value, _BEST.value, _EVALS.value
+        )
+    for name, m in results.items():
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("count", "skipped"))
+        print(f"step {step}: {name} {shown}  ({int(m['count'])} examples)", flush=True)
+
+
+def run() -> None:
+    app.run(main, flags_parser=cli.flags_parser(_CONFIG, _USAGE))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,118 @@
+"""The evaluator registry, the per-evaluator options and building evaluators from a run's config."""
+
+import copy
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from vit_jax.common.errors import Error
+from vit_jax.common.registry import Registry
+
+EVALUATORS = Registry("evaluator type")
+
+# Options every evaluator has; None takes the run's value (`config.eval_every`, the trained weights).
+COMMON_KEYS = dict(type="classification", every=None, weights="params")
+WEIGHTS = ("params", "ema")
+DEFAULT_NAME = "eval"  # the evaluator of a run without `config.evals`
+
+
+class EvalError(Error, ValueError):
+    """An evaluator that cannot run: a bad option, or a dataset that is not there."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What evaluators need from the run: the model, how a host batch becomes a global array
+    (`put`), and the sharding of jitted outputs (replicated, so every process can read them)."""
+
+    model: Any
+    put: Callable[[dict], dict]
+    out_sharding: Any = None
+    loss: str = "softmax_xent"
+
+
+def names(config) -> List[str]:
+    """The evaluator names of a run, in name order (a ConfigDict iterates its keys sorted)."""
+    evals = config.get("evals") or {}
+    return list(evals) or [DEFAULT_NAME]
+
+
+def _specs(config) -> Dict[str, dict]:
+    evals = config.get("evals") or {}
+    if not evals:
+        return {DEFAULT_NAME: dict(type="classification")}
+    return {name: dict(spec) for name, spec in evals.items()}
+
+
+def spec_errors(config) -> Optional[str]:
+    """The first problem with `config.evals` (unknown type or key, bad value), or None."""
+    for name, spec in _specs(config).items():
+        where = f"config.evals.{name}"
+        if not isinstance(spec, dict) or "/" in name:
+            return f"{where} must be a dict of evaluator options (and its name has no '/')"
+        kind = spec.get("type", COMMON_KEYS["type"])
+        if kind not in EVALUATORS:
+            return f"{where}.type={kind!r} is not one of {', '.join(EVALUATORS.names())}"
+        cls = EVALUATORS.get(kind)
+        unknown = sorted(set(spec) - set(COMMON_KEYS) - set(cls.KEYS))
+        if unknown:
+            known = ", ".join([*COMMON_KEYS, *cls.KEYS])
+            return (
+                f"{where}: unknown option(s) {', '.join(unknown)} for type {kind!r}; it has {known}"
+            )
+        if spec.get("weights", "params") not in WEIGHTS:
+            return f"{where}.weights={spec['weights']!r} is not one of {', '.join(WEIGHTS)}"
+        every = spec.get("every")
+        if every is not None and (not isinstance(every, int) or every < 0):
+            return f"{where}.every={every!r} must be an int >= 0 (0: only at the end)"
+        problem = cls.spec_error(config, {**cls.KEYS, **spec})
+        if problem:
+            return f"{where}: {problem}"
+    return None
+
+
+def from_config(config, only: Sequence[str] = ()) -> List[Any]:
+    """The evaluators of `config` (all, or those named in `only`), in config order."""
+    specs = _specs(config)
+    missing = [n for n in only if n not in specs]
+    if missing:
+        raise EvalError(
+            f"no evaluator named {', '.join(missing)} in the run (it has: {', '.join(specs)})"
+        )
+    problem = spec_errors(config)
+    if problem:
+        raise EvalError(problem)
+    out = []
+    for name, spec in specs.items():
+        if only and name not in only:
+            continue
+        cls = EVALUATORS.get(spec.get("type", COMMON_KEYS["type"]))
+        full = {**COMMON_KEYS, **cls.KEYS, **spec}
+        every = config.eval_every if full["every"] is None else full["every"]
+        out.append(cls(name, full, copy.deepcopy(config), every))
+    return out
+
+
+class Evaluator:
+    """Base class: name, options (`spec`), the run's config, cadence and weights."""
+
+    KEYS: Dict[str, Any] = {}
+
+    def __init__(self, name: str, spec: dict, config, every: int):
+        self.name = name
+        self.spec = spec
+        self.config = config
+        self.every = every
+        self.weights = spec["weights"]
+        self.implicit = not (config.get("evals") or {})  # the default `eval` evaluator
+
+    @classmethod
+    def spec_error(cls, config, spec: dict) -> Optional[str]:
+        del config, spec
+        return None
+
+    def key(self, option: str) -> str:
+        """The config key a user sets to change `option`, for messages."""
+        return f"config.evals.{self.name}.{option}"
+
+    def due(self, step: int, final: bool) -> bool:
+        return final or (self.every > 0 and step % self.every == 0)
