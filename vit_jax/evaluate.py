@@ -15,11 +15,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import cli  # noqa: E402
+from vit_jax import cli, evaluators  # noqa: E402
 from vit_jax.common import errors  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,8 +35,10 @@ def _run_config(workdir: str):
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         errors.fail(f"no config.json in {workdir}: is it a training run's --workdir?")
+    from vit_jax import config as config_lib  # noqa: PLC0415
+
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return config_lib.from_saved(json.load(f))
 
 
 def main(argv) -> None:
@@ -58,9 +59,8 @@ def main(argv) -> None:
         step, results = evaluate_checkpoint(
             config, _WORKDIR.value, _STEP.value, _BEST.value, _EVALS.value
         )
-    for name, m in results.items():
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k not in ("count", "skipped"))
-        print(f"step {step}: {name} {shown}  ({int(m['count'])} examples)", flush=True)
+    for name, metrics in results.items():
+        print(evaluators.describe(step, name, metrics), flush=True)
 
 
 def run() -> None:

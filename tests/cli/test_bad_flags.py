@@ -216,3 +216,35 @@ def test_predict_bad_flags_and_paths_leave_the_run_untouched(tmp_path, capsys):
     assert _digest(run) == before
     assert sorted(os.listdir(folder)) == []  # nothing half-written where an export was refused
     assert errors.USER_ERRORS  # the boundary every CLI above ran inside
+
+
+def test_evaluate_bad_flags_leave_the_run_untouched(tmp_path):
+    """`python -m vit_jax.evaluate` on a run saved by an older main (tiny_run_v0): each bad request
+    is one `error:` line, exit status 2, and the run's files stay byte-identical."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    run = str(tmp_path / "run")
+    shutil.copytree(FIXTURE, run)
+    before = _digest(run)
+    cases = [
+        ["--workdir=/no/such/run"],
+        [],
+        [f"--workdir={run}", "--step=99"],
+        [f"--workdir={run}", "--step=-1"],
+        [f"--workdir={run}", "--step=x"],
+        [f"--workdir={run}", "--best"],
+        [f"--workdir={run}", "--best", "--step=4"],
+        [f"--workdir={run}", "--evals=nope"],
+        [f"--workdir={run}", "--config=/no/such/config.py"],
+        [f"--workdir={run}", "extra"],
+    ]
+    for argv in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "vit_jax.evaluate", *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        err = [x for x in out.stderr.splitlines() if x.startswith("error")]
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (argv, out.stderr[-1500:])
+        assert len(err) == 1, (argv, out.stderr[-1500:])
+    assert _digest(run) == before

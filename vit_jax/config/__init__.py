@@ -5,7 +5,13 @@ Imports `common`, `models` (option checks) and `data.options` (data defaults); n
 """
 
 from vit_jax import kernels
-from vit_jax.config.defaults import aug_defaults, base_config, load_config, model_defaults
+from vit_jax.config.defaults import (
+    aug_defaults,
+    base_config,
+    from_saved,
+    load_config,
+    model_defaults,
+)
 from vit_jax.config.validate import ConfigError, check_keys, check_values, eval_batch_size, validate
 
 
@@ -23,5 +29,5 @@ def resolve_kernels(config) -> None:
 
 __all__ = [
     "ConfigError", "aug_defaults", "base_config", "check_keys", "check_values", "eval_batch_size",
-    "load_config", "model_defaults", "resolve_kernels", "validate",
+    "from_saved", "load_config", "model_defaults", "resolve_kernels", "validate",
 ]  # fmt: skip

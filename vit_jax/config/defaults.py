@@ -133,3 +133,24 @@ def load_config(path: str, *args, relative_to: str = None) -> ml_collections.Con
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(*args)
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """A run's saved `config.json` (a dict) as a full config: keys added to the package since the
+    run was saved take their defaults; JSON lists become tuples where the key holds a tuple."""
+    c = base_config()
+
+    def merge(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+                if key == "evals":  # named evaluators: taken whole
+                    node[key] = ml_collections.ConfigDict(value)
+                else:
+                    merge(node[key], value)
+            elif isinstance(value, list) and isinstance(node.get(key), tuple):
+                node[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            else:
+                node[key] = value
+
+    merge(c, saved)
+    return c

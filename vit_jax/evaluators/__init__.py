@@ -20,17 +20,13 @@ from vit_jax.evaluators.base import (
     EVALUATORS,
     Context,
     EvalError,
+    describe,
     from_config,
     names,
     spec_errors,
-)  # fmt: skip
+)
 
 __all__ = [
-    "COMMON_KEYS",
-    "EVALUATORS",
-    "Context",
-    "EvalError",
-    "from_config",
-    "names",
+    "COMMON_KEYS", "EVALUATORS", "Context", "EvalError", "describe", "from_config", "names",
     "spec_errors",
-]
+]  # fmt: skip

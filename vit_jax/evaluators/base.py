@@ -30,6 +30,18 @@ class Context:
     loss: str = "softmax_xent"
 
 
+_LABELS = {"top1": "top-1", "top5": "top-5"}
+
+
+def describe(step: int, name: str, metrics: Dict[str, float]) -> str:
+    """One line, e.g. `step 600: eval loss 0.1053  top-1 0.9583  top-5 1.0000  (360 examples)`."""
+    shown = "  ".join(
+        f"{_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items() if k not in ("count", "skipped")
+    )
+    skipped = f", {int(metrics['skipped'])} without labels skipped" if "skipped" in metrics else ""
+    return f"step {step}: {name} {shown}  ({int(metrics['count'])} examples{skipped})"
+
+
 def names(config) -> List[str]:
     """The evaluator names of a run, in name order (a ConfigDict iterates its keys sorted)."""
     evals = config.get("evals") or {}

@@ -41,7 +41,8 @@ def evaluate_checkpoint(
     directory = os.path.join(workdir, "best" if best else "checkpoints")
     steps = checkpoint.saved_steps(directory)
     if not steps:
-        raise CheckpointError(f"no checkpoint in {directory}; train the run first")
+        hint = "the run kept none: train with keep_best=True" if best else "train the run first"
+        raise CheckpointError(f"no checkpoint in {directory}; {hint}")
     step = max(steps) if step is None else step
     if step not in steps:
         raise CheckpointError(f"{directory} has no step {step} (it has: {steps})")

@@ -8,6 +8,8 @@ from typing import Dict
 
 import jax
 
+from vit_jax import evaluators
+
 
 def _tb_writer(logdir: str):
     """A tf.summary writer, or None where TensorFlow is absent (e.g. a GPU image without it)."""
@@ -17,9 +19,6 @@ def _tb_writer(logdir: str):
         return None
     tf.config.set_visible_devices([], "GPU")
     return tf.summary.create_file_writer(logdir)
-
-
-_LABELS = {"top1": "top-1", "top5": "top-5"}
 
 
 class MetricsLogger:
@@ -75,15 +74,7 @@ class MetricsLogger:
         """One evaluator's metrics: a metrics.jsonl row with split=name, NAME/* in TensorBoard, and a
         line such as `step 600: eval loss 0.1199  top-1 0.9694  top-5 1.0000  (360 examples)`."""
         self._write(name, step, metrics)
-        shown = "  ".join(
-            f"{_LABELS.get(k, k)} {v:.4f}"
-            for k, v in metrics.items()
-            if k not in ("count", "skipped")
-        )
-        skipped = (
-            f", {int(metrics['skipped'])} without labels skipped" if "skipped" in metrics else ""
-        )
-        self.print(f"step {step}: {name} {shown}  ({int(metrics['count'])} examples{skipped})")
+        self.print(evaluators.describe(step, name, metrics))
 
     def print(self, message: str) -> None:
         if not self.main:
