@@ -3,6 +3,7 @@
   python -m vit_jax.evaluate --workdir=/tmp/run                       # latest checkpoint
   python -m vit_jax.evaluate --workdir=/tmp/run --step=400 --evals=test_24px
   python -m vit_jax.evaluate --workdir=/tmp/run --best
+  python -m vit_jax.evaluate --workdir=/tmp/run --add=fewshot,knn    # frozen-representation metrics
   python -m vit_jax.evaluate --workdir=/tmp/run --config=configs/quickstart.py \
       --config.evals.test_24px.image_size=24         # other evaluators for the same model
 
@@ -15,6 +16,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -28,7 +30,12 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the run's best checkpoint (keep_best).")
 _EVALS = flags.DEFINE_list("evals", [], "Evaluator names to run (default: all).")
-_USAGE = "usage: --workdir=DIR [--step=N | --best] [--evals=a,b] [--config=FILE]"
+_ADD = flags.DEFINE_list(
+    "add", [], "Evaluator types to add with their defaults, named by type, e.g. fewshot,knn."
+)
+_USAGE = (
+    "usage: --workdir=DIR [--step=N | --best] [--evals=a,b] [--add=fewshot,knn] [--config=FILE]"
+)
 
 
 def _run_config(workdir: str):
@@ -50,6 +57,16 @@ def main(argv) -> None:
     if _BEST.value and _STEP.value is not None:
         errors.fail("--best and --step choose a checkpoint each; pass one of them")
     config = _CONFIG.value if _CONFIG.value is not None else _run_config(_WORKDIR.value)
+    for kind in _ADD.value:
+        if kind not in evaluators.EVALUATORS:
+            errors.fail(
+                f"--add={kind}: no evaluator type {kind!r}; types: {', '.join(evaluators.EVALUATORS.names())}"
+            )
+        if kind in (config.evals or {}):
+            errors.fail(f"--add={kind}: the run already has an evaluator named {kind!r}")
+        if not config.evals:  # keep the run's implicit evaluator under its name
+            config.evals = ml_collections.ConfigDict({"eval": dict(type="classification")})
+        config.evals[kind] = dict(type=kind)
     # The kernels are numerically the same: choose this machine's, not the training machine's.
     config.model.kernels, config.model.attn_impl = "auto", "auto"
     from vit_jax.train.eval_only import evaluate_checkpoint  # noqa: PLC0415

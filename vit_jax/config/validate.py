@@ -123,12 +123,13 @@ def check_evals(config) -> None:
     problem = evaluators.spec_errors(config)
     if problem:
         raise ConfigError(problem)
-    names = evaluators.names(config)
+    metrics = evaluators.metrics_of(config)
     name, _, metric = config.best_metric.partition("/")
-    if config.best_metric and (name not in names or not metric):
+    if config.best_metric and metric not in metrics.get(name, ()):
+        choices = ", ".join(f"{n}/{m}" for n, ms in metrics.items() for m in ms[:3])
         raise ConfigError(
-            f"config.best_metric={config.best_metric!r} is not NAME/METRIC of an evaluator "
-            f"({', '.join(names)}), e.g. {names[0] + '/top1'!r}"
+            f"config.best_metric={config.best_metric!r} is not NAME/METRIC of an evaluator; "
+            f"e.g. {choices}"
         )
     for name, spec in (config.evals or {}).items():
         if spec.get("weights") == "ema" and not config.ema_decay:

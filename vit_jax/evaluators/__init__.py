@@ -14,7 +14,7 @@ on `config.eval_split`. A new evaluator type is a class with `KEYS` (its options
 Imports `common`, `models` and `data` (lazily, for TensorFlow); never `config`, `train` or `tools`.
 """
 
-from vit_jax.evaluators import classification  # noqa: F401  (registers its types)
+from vit_jax.evaluators import classification, fewshot, knn  # noqa: F401  (register their types)
 from vit_jax.evaluators.base import (
     COMMON_KEYS,
     EVALUATORS,
@@ -22,11 +22,12 @@ from vit_jax.evaluators.base import (
     EvalError,
     describe,
     from_config,
+    metrics_of,
     names,
     spec_errors,
 )
 
 __all__ = [
-    "COMMON_KEYS", "EVALUATORS", "Context", "EvalError", "describe", "from_config", "names",
+    "COMMON_KEYS", "EVALUATORS", "Context", "EvalError", "describe", "from_config", "metrics_of", "names",
     "spec_errors",
 ]  # fmt: skip

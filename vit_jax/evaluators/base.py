@@ -36,7 +36,9 @@ _LABELS = {"top1": "top-1", "top5": "top-5"}
 def describe(step: int, name: str, metrics: Dict[str, float]) -> str:
     """One line, e.g. `step 600: eval loss 0.1053  top-1 0.9583  top-5 1.0000  (360 examples)`."""
     shown = "  ".join(
-        f"{_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items() if k not in ("count", "skipped")
+        f"{_LABELS.get(k, k)} {v:.4f}"
+        for k, v in metrics.items()
+        if k not in ("count", "skipped") and not k.endswith(("_std", "_l2"))
     )
     skipped = f", {int(metrics['skipped'])} without labels skipped" if "skipped" in metrics else ""
     return f"step {step}: {name} {shown}  ({int(metrics['count'])} examples{skipped})"
@@ -82,6 +84,15 @@ def spec_errors(config) -> Optional[str]:
     return None
 
 
+def metrics_of(config) -> Dict[str, Sequence[str]]:
+    """{evaluator name: the metric names it reports}."""
+    out = {}
+    for name, spec in _specs(config).items():
+        cls = EVALUATORS.get(spec.get("type", COMMON_KEYS["type"]))
+        out[name] = tuple(cls.metric_names({**COMMON_KEYS, **cls.KEYS, **spec}))
+    return out
+
+
 def from_config(config, only: Sequence[str] = ()) -> List[Any]:
     """The evaluators of `config` (all, or those named in `only`), in config order."""
     specs = _specs(config)
@@ -121,6 +132,12 @@ class Evaluator:
     def spec_error(cls, config, spec: dict) -> Optional[str]:
         del config, spec
         return None
+
+    @classmethod
+    def metric_names(cls, spec: dict) -> Sequence[str]:
+        """The metrics `run` returns (the first is the default `best_metric`)."""
+        del spec
+        return ("top1",)
 
     def key(self, option: str) -> str:
         """The config key a user sets to change `option`, for messages."""

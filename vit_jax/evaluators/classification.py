@@ -61,6 +61,10 @@ class Classification(Evaluator):
             return f"crop_pct={spec['crop_pct']!r} must lie in (0, 1]"
         return None
 
+    @classmethod
+    def metric_names(cls, spec):
+        return ("top1", "top5", "loss") if not cls.MULTI_LABEL else ("top1",)
+
     def where(self, option: str) -> str:
         """The config key behind `option`: the run's own for the default evaluator."""
         return f"config.{_RUN_KEYS[option]}" if self.implicit else self.key(option)

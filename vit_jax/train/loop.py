@@ -85,9 +85,12 @@ def run_evaluators(evals, context, state, step: int, final: bool, logger=None):
 
 def best_metric(config) -> Tuple[str, str]:
     """(evaluator name, metric) that chooses the best checkpoint: `config.best_metric`
-    ("NAME/METRIC"), by default the first evaluator's top-1."""
-    name, _, metric = (config.best_metric or f"{evaluators.names(config)[0]}/top1").partition("/")
-    return name, metric
+    ("NAME/METRIC"), by default the first evaluator's first metric (top-1 of classification)."""
+    if config.best_metric:
+        name, _, metric = config.best_metric.partition("/")
+        return name, metric
+    name, metrics = next(iter(evaluators.metrics_of(config).items()))
+    return name, metrics[0]
 
 
 def _due(step: int, every: int) -> bool:
@@ -229,7 +232,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 _check_finite(metrics, step, config, last_saved)
                 ran = run_evaluators(evals, context, state, step, final, logger)
                 result.update(ran)
-                if best_name in ran:
+                if best_name in ran and config.keep_best:
                     ckpt.save_best(step, state, ran[best_name][best_key])
             if stopping:
                 why = "stop_at" if guard.signal is None else signal.Signals(guard.signal).name
