@@ -28,6 +28,12 @@ def get_config():
     c.warmup_steps = 30
     c.log_every = 25
     c.eval_every = 0  # only the final eval (the ablation then evaluates the other sizes)
+    # The final evaluators: top-1 (the default evaluator, named), and the ViT paper's metric of the
+    # frozen representation, few-shot linear accuracy, with k-NN; their reference examples come from
+    # a class-balanced fifth of train. They are columns of the sweep's table.
+    c.evals.eval = dict(type="classification")
+    c.evals.fewshot = dict(type="fewshot", train_split="train[:20%]", shots=(1, 5, 10, 25))
+    c.evals.knn = dict(type="knn", train_split="train[:20%]")
     c.checkpoint_every = 100
     c.keep_checkpoints = 1
     c.progress_bar = False

@@ -149,3 +149,17 @@ def test_eval_only_command_line(tmp_path):
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: no evaluator named nope in the run (it has: test, test_16px, train_slice)"
     )
+
+
+def test_an_evaluator_whose_dataset_is_missing_fails_before_training(tmp_path):
+    """One line naming the evaluator and the dataset, and nothing written to the workdir."""
+    c = tiny_config(dataset="digits", batch_size=32, eval_batch_size=72)
+    c.evals.test = dict(split="test")
+    c.evals.v2 = dict(dataset="tfds:imagenet_v2", split="test", image_size=16)
+    c.data_dir = str(tmp_path / "tfds")
+    with pytest.raises(evaluators.EvalError) as e:
+        train_lib.train_and_evaluate(c, str(tmp_path / "run"))
+    message = str(e.value)
+    assert message.startswith("evaluator 'v2': tfds dataset 'imagenet_v2' is not prepared")
+    assert "\n" not in message
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -73,6 +73,9 @@ def _must_not_train(config, workdir):
 def test_tiny_sweep_resumes_skips_and_reports(tmp_path, capsys):
     c = tiny_config(dataset="digits", batch_size=32, eval_batch_size=120, total_steps=4)
     c.eval_every = 0
+    c.evals.eval = dict(type="classification")  # the default, named; and the representation's
+    c.evals.fewshot = dict(type="fewshot", shots=(1, 5), seeds=1)
+    c.evals.knn = dict(type="knn")
     runs = ablation.expand(c, ["model.posemb=none,learn"], seeds=1)
     sweep = str(tmp_path)
     run_dir = functools.partial(os.path.join, sweep, "runs")
@@ -98,7 +101,15 @@ def test_tiny_sweep_resumes_skips_and_reports(tmp_path, capsys):
 
     # Table and plots: one row per scheme, a column per eval resolution.
     md = open(tmp_path / "table.md").read().splitlines()
-    assert md[0] == ("| model.posemb | seeds | params | images/s | top-1 @8 (train) | top-1 @12 |")
+    assert md[0] == (
+        "| model.posemb | seeds | params | images/s | top-1 @8 (train) | top-1 @12 "
+        "| fewshot/1shot | fewshot/5shot | knn/top1 |"
+    )
+    for r in results:  # the run's final few-shot and k-NN metrics, as its metrics.jsonl has them
+        rows = [json.loads(x) for x in open(run_dir(r["name"], "metrics.jsonl"))]
+        knn = [x for x in rows if x["split"] == "knn"][-1]
+        assert r["representation"]["knn/top1"] == knn["top1"]
+        assert 0 < r["representation"]["fewshot/5shot"] <= 1
     assert [line.split(" | ")[0] for line in md[2:]] == ["| none", "| learn"]
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     assert [r["model.posemb"] for r in rows] == ["none", "learn"]

@@ -152,6 +152,9 @@ def run_config(base, run: Run):
     return config
 
 
+REPRESENTATION = ("fewshot", "knn")  # evaluator types whose metrics become table columns
+
+
 def check_eval_sizes(config, sizes: Sequence[int]) -> None:
     """Raises ConfigError unless every eval resolution is positive and divisible by the patch size."""
     patch = models.config_options(config.model)["patch_size"][0]
@@ -257,10 +260,14 @@ def run_one(base, run: Run, sweep_dir: str, eval_sizes: Sequence[int], train_fn:
         return None
     sizes = sorted({config.image_size, *eval_sizes})
     evals, num_params = evaluate_sizes(config, workdir, sizes)
+    # The frozen-representation evaluators of the config (few-shot, k-NN): their final metrics.
+    names = [e.name for e in evaluators.from_config(config) if e.spec["type"] in REPRESENTATION]
+    representation = {k: v for k, v in final.items() if k.split("/")[0] in names}
     result = dict(
         name=run.name, label=run.label, overrides=dict(run.overrides), seed=run.seed,
         image_size=config.image_size, total_steps=config.total_steps,
-        eval={str(s): evals[s] for s in sizes}, num_params=num_params,
+        eval={str(s): evals[s] for s in sizes}, representation=representation,
+        num_params=num_params,
         images_per_sec=images_per_second(workdir), seconds=time.perf_counter() - start,
     )  # fmt: skip
     with files.atomic_write(path) as f:

@@ -56,9 +56,19 @@ def summarize(results: Sequence[dict]) -> List[dict]:
                 num_params=rs[0]["num_params"], train_size=rs[0]["image_size"],
                 images_per_sec=statistics.fmean(r["images_per_sec"] for r in rs),
                 top1={s: _mean_std([r["eval"][str(s)]["top1"] for r in rs]) for s in sizes},
+                representation={
+                    k: _mean_std([r["representation"][k] for r in rs])
+                    for k in _representation_keys(rs)
+                },
             )
         )  # fmt: skip
     return rows
+
+
+def _representation_keys(results: Sequence[dict]) -> List[str]:
+    """Few-shot and k-NN accuracies every run of a setting has ("fewshot/5shot", "knn/top1")."""
+    common = set.intersection(*(set(r.get("representation", {})) for r in results))
+    return sorted(k for k in common if not k.endswith(("_std", "_l2", "/count")))
 
 
 def _pct(mean: float, std: float) -> str:
@@ -69,17 +79,23 @@ def _all_sizes(rows: Sequence[dict]) -> List[int]:
     return sorted({s for r in rows for s in r["top1"]})
 
 
+def _all_representation(rows: Sequence[dict]) -> List[str]:
+    return sorted({k for r in rows for k in r.get("representation", {})})
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """Top-1 (%) mean ± std over seeds per setting and eval resolution; "(train)" marks the training size."""
     sizes, keys = _all_sizes(rows), list(rows[0]["overrides"]) if rows else []
     train_sizes = {r["train_size"] for r in rows}
     size_cols = [f"top-1 @{s}" + (" (train)" if s in train_sizes else "") for s in sizes]
-    header = keys + ["seeds", "params", "images/s"] + size_cols
+    rep = _all_representation(rows)
+    header = keys + ["seeds", "params", "images/s"] + size_cols + rep
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [str(r["overrides"][k]) for k in keys]
         cells += [str(r["seeds"]), f"{r['num_params']:,}", f"{r['images_per_sec']:.0f}"]
         cells += [_pct(*r["top1"][s]) if s in r["top1"] else "" for s in sizes]
+        cells += [_pct(*r["representation"][k]) if k in r["representation"] else "" for k in rep]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -89,6 +105,8 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
     sizes, keys = _all_sizes(rows), list(rows[0]["overrides"]) if rows else []
     header = keys + ["seeds", "num_params", "images_per_sec", "train_size"]
     header += [f"top1_{stat}_{s}" for s in sizes for stat in ("mean", "std")]
+    rep = _all_representation(rows)
+    header += [f"{k}_{stat}" for k in rep for stat in ("mean", "std")]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -97,6 +115,10 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
             cells += [r["seeds"], r["num_params"], round(r["images_per_sec"], 1), r["train_size"]]
             for s in sizes:
                 cells += [f"{v:.6f}" if v == v else "" for v in r["top1"].get(s, ("", ""))]
+            for k in rep:
+                cells += [
+                    f"{v:.6f}" if v == v else "" for v in r["representation"].get(k, ("", ""))
+                ]
             w.writerow(cells)
 
 
