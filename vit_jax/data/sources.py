@@ -3,6 +3,7 @@
   "digits"          scikit-learn's bundled 8x8 handwritten digits, offline (`digits.py`).
   "folder:PATH"     an ImageFolder tree PATH/<split>/<class>/*.jpg|png, or a .tar.gz of one.
   "tfds:NAME"       any tensorflow-datasets dataset, e.g. "tfds:cifar10", "tfds:imagenet2012".
+  "...?classes=0-4" some classes only, relabelled 0..k-1 (`classes.py`; digits and folder:).
 
 A source holds one split and hands the pipeline un-augmented records: dicts with "image" (encoded
 bytes, or uint8 [h, w, 3]), "label" (int32) and "id" (int64 position within the split; -1 where
@@ -15,6 +16,7 @@ import numpy as np
 
 from vit_jax.common.registry import Registry
 from vit_jax.data import digits, folder, tfds_source
+from vit_jax.data.classes import parse_dataset, select_classes
 from vit_jax.data.core import DataError, DatasetInfo, Shard, SourceOptions
 
 SOURCES = Registry("dataset source")
@@ -61,7 +63,11 @@ def open_source(dataset: str, split: str, options: Optional[SourceOptions] = Non
     Raises:
       DataError: unknown dataset string, missing data, bad split (one line naming the culprit).
     """
-    scheme, _, arg = dataset.partition(":")
+    base, classes = parse_dataset(dataset)
+    scheme, _, arg = base.partition(":")
     if scheme not in SOURCES:
         raise DataError(f"unknown dataset {dataset!r}; use digits, folder:PATH or tfds:NAME")
-    return SOURCES.get(scheme)(arg, split, options or SourceOptions())
+    if classes and scheme == "tfds":
+        raise DataError(f"{dataset}: ?classes= works for digits and folder: datasets, not tfds:")
+    source = SOURCES.get(scheme)(arg, split, options or SourceOptions())
+    return select_classes(source, classes, dataset)
