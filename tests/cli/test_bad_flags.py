@@ -30,7 +30,7 @@ AT_LEAST_1 = (
 AT_LEAST_0 = (
     "seed", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "prefetch",
     "weight_decay", "grad_clip", "momentum", "aug.randaug_n", "aug.randaug_m", "aug.mixup_alpha",
-    "aug.cutmix_alpha", "model.representation_size",  # 0: no pre-logits layer, as None
+    "aug.cutmix_alpha", "model.num_registers", "model.representation_size",  # 0: no pre-logits layer, as None
 )  # fmt: skip
 BELOW_1 = (
     "b1", "b2", "label_smoothing", "model.dropout_rate", "model.attention_dropout_rate",

@@ -256,3 +256,42 @@ def test_bad_variant_and_patch_not_dividing_image():
     model = vit_jax.create_model("Ti/4", 3, **TINY)
     with pytest.raises(ValueError, match="image size 10x8 is not divisible by the patch size 4x4"):
         model.init(jax.random.PRNGKey(0), jnp.zeros((1, 10, 8, 3)))
+
+
+def test_registers_join_attention_but_not_pooling_nor_the_position_table():
+    """Darcet et al. 2024: r learned tokens after the CLS token, without position embedding,
+    dropped before pooling; the GAP output is the mean of the final patch tokens only."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    model = vit_jax.create_model("Ti/4", 0, num_registers=3, pool="gap", **TINY)
+    v = model.init(jax.random.PRNGKey(1), x)
+    assert v["params"]["registers"].shape == (1, 3, 16)
+    assert v["params"]["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 4, 16)
+    feats = vit_jax.model.get_features(model, v, x)
+    assert feats["block_1"].shape == (2, 3 + 4, 16)  # no CLS with gap: registers + 2x2 patches
+    ln = v["params"]["Transformer"]["encoder_norm"]
+    t = feats["block_1"][:, 3:]  # the patches
+    normed = (t - t.mean(-1, keepdims=True)) / np.sqrt(t.var(-1, keepdims=True) + 1e-6)
+    expect = (normed * ln["scale"] + ln["bias"]).mean(1)
+    np.testing.assert_allclose(model.apply(v, x), expect, atol=1e-4)
+    # The registers take part in attention: other register values change the output.
+    moved = jax.tree.map(lambda a: a, v)
+    moved["params"]["registers"] = v["params"]["registers"] + 1.0
+    assert not np.allclose(model.apply(moved, x), model.apply(v, x), atol=1e-4)
+    # All tokens out (pool none): CLS + patches, registers removed.
+    tokens = model.clone(pool="none", cls_token=True)
+    vt = tokens.init(jax.random.PRNGKey(1), x)
+    assert tokens.apply(vt, x).shape == (2, 1 + 4, 16)
+
+
+def test_attention_rollout_with_registers_covers_the_patch_grid():
+    from vit_jax.tools import rollout  # noqa: PLC0415
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 12, 3))
+    model = vit_jax.create_model("Ti/4", 3, num_registers=2, attn_impl="naive", **TINY)
+    v = model.init(jax.random.PRNGKey(1), x)
+    heat = rollout.rollout_heatmap(model, v, x)
+    assert heat.shape == (1, 2, 3)
+    maps = rollout.attention_maps(model, v, x)
+    assert maps[0].shape[-1] == 1 + 2 + 6  # CLS, 2 registers, 6 patches attend to each other
+    full = rollout.rollout(maps)
+    np.testing.assert_allclose(heat.reshape(1, -1), full[:, 0, 3:], rtol=1e-6)

@@ -95,6 +95,8 @@ def validate_options(opts: Dict[str, Any]) -> None:
             raise ValueError(
                 f"model.{key}={opts[key]!r} is not a dtype; use float32 or bfloat16"
             ) from None
+    if not isinstance(opts["num_registers"], int) or opts["num_registers"] < 0:
+        raise ValueError(f"num_registers={opts['num_registers']!r} must be an int >= 0")
     width, heads = opts["hidden_size"], opts["num_heads"]
     if width % heads:
         raise ValueError(f"num_heads={heads} does not divide hidden_size={width}")

@@ -94,11 +94,15 @@ class Encoder(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False):
+    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, registers=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         scheme = POSEMB.get(self.posemb)
         if not scheme.rotary:
             x = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
+        if registers is not None:  # after the position embedding: registers have no position
+            regs = jnp.tile(registers.astype(x.dtype), (x.shape[0], 1, 1))
+            x = jnp.concatenate([x[:, :num_prefix], regs, x[:, num_prefix:]], axis=1)
+            num_prefix += registers.shape[1]
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
         block = nn.remat(Encoder1DBlock, static_argnums=(2, 3, 4)) if self.remat else Encoder1DBlock
@@ -155,6 +159,7 @@ class VisionTransformer(nn.Module):
     attn_impl: str = "auto"  # resolved by vit_jax.kernels.resolve before the model is built
     kernels: str = "auto"  # likewise: "stock" or "cpu" (vit_jax/kernels/__init__.py)
     remat: bool = False
+    num_registers: int = 0  # "Vision Transformers Need Registers" (Darcet et al. 2024)
 
     @property
     def compute_dtype(self):
@@ -200,10 +205,17 @@ class VisionTransformer(nn.Module):
             kernels=self.kernels,
             gelu_approximate=self.gelu_approximate,
         )
+        registers = None
+        if self.num_registers:
+            init = nn.initializers.normal(0.02)
+            registers = self.param("registers", init, (1, self.num_registers, d), self.params_dtype)
         x = Encoder(
             self.depth, block, self.posemb, self.dropout_rate, self.drop_path_rate,
             self.final_norm, self.remat, name="Transformer", **kw,
-        )(x, (h, w), self.num_prefix, train)  # fmt: skip
+        )(x, (h, w), self.num_prefix, train, registers)  # fmt: skip
+        if self.num_registers:  # registers take part in attention only: not pooled, not output
+            p = self.num_prefix
+            x = jnp.concatenate([x[:, :p], x[:, p + self.num_registers :]], axis=1)
         x = POOLS.get(self.pool)(x, num_prefix=self.num_prefix, model=self)
         self.sow("intermediates", "pre_logits_input", x)
 

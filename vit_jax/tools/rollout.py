@@ -50,8 +50,8 @@ def rollout_heatmap(model, variables, images) -> np.ndarray:
     Uses the CLS row of the rollout when the model has a class token, else the mean over all rows.
     """
     r = rollout(attention_maps(model, variables, images))
-    p = model.num_prefix
-    rows = r[:, 0] if p else r.mean(axis=1)  # [B, T]
+    p = model.num_prefix + model.num_registers  # CLS, then registers, then the patches
+    rows = r[:, 0] if model.num_prefix else r[:, p:].mean(axis=1)  # [B, T]
     grid = (images.shape[1] // model.patch_size[0], images.shape[2] // model.patch_size[1])
     return rows[:, p:].reshape(-1, *grid)
 

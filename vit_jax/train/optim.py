@@ -61,11 +61,11 @@ def first_match(rules: Sequence, name: str, what: str) -> Optional[Any]:
 
 
 def layer_ids(names: Sequence[str]) -> Dict[str, int]:
-    """BEiT/timm layer ids: patch embedding, CLS and position table 0; block i → i + 1; the final
+    """BEiT/timm layer ids: patch embedding, CLS, registers and position table 0; block i → i + 1; the final
     norm, pooling and head L + 1 (L blocks)."""
     blocks = {n: int(m.group(1)) for n in names if (m := re.search(r"encoderblock_(\d+)/", n))}
     top = max(blocks.values(), default=-1) + 2
-    early = re.compile(r"^(embedding|cls)(/|$)|posembed")
+    early = re.compile(r"^(embedding|cls|registers)(/|$)|posembed")
     return {n: blocks[n] + 1 if n in blocks else 0 if early.search(n) else top for n in names}
 
 
