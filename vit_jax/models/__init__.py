@@ -13,6 +13,7 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   heads.py      HEADS registry: classification, regression
 """
 
+from vit_jax.models import relative  # noqa: F401  (registers the rel and relbias2d schemes)
 from vit_jax.models.variants import (
     MODEL_OPTIONS,
     OPTION_DEFAULTS,

@@ -13,13 +13,18 @@ import jax.numpy as jnp
 from vit_jax import kernels as kernels_lib
 
 
-def fused_attention(q, k, v, implementation: str):
+def fused_attention(q, k, v, implementation: str, bias=None):
     """Attention over `[B, T, heads, head_dim]` by `implementation`: "xla" or "cudnn" (through
-    `jax.nn.dot_product_attention`) or "manual" (`vit_jax.kernels.manual_attention`)."""
+    `jax.nn.dot_product_attention`) or "manual" (`vit_jax.kernels.manual_attention`; with a logit
+    `bias` `[B or 1, heads, T, T]`, which it has no input for, XLA's)."""
     if implementation == "auto":
         raise ValueError(
             "attn_impl='auto' reached the model unresolved; see vit_jax.kernels.resolve"
         )
+    if bias is not None:
+        implementation = "xla" if implementation == "manual" else implementation
+        bias = bias.astype(q.dtype)
+        return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation=implementation)
     if implementation == "manual":
         return kernels_lib.manual_attention(q, k, v)
     if implementation == "cudnn" and q.shape[1] % 2:
@@ -44,10 +49,13 @@ def even_length_attention(q, k, v, implementation="cudnn"):
     return out[:, :t]
 
 
-def naive_attention(q, k, v, *, dropout_rng=None, dropout_rate=0.0):
-    """Reference softmax(q kᵀ / √d) v with float32 softmax; also returns the weights `[B, H, Q, K]`."""
+def naive_attention(q, k, v, *, bias=None, dropout_rng=None, dropout_rate=0.0):
+    """Reference softmax(q kᵀ / √d + bias) v with float32 softmax; also returns the weights
+    `[B, H, Q, K]`."""
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias
     weights = jax.nn.softmax(logits, axis=-1)
     if dropout_rng is not None and dropout_rate > 0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
@@ -68,7 +76,8 @@ class MultiHeadDotProductAttention(nn.Module):
         path (the fused kernels have no dropout).
       kernels: kernel set of the projections and the QK-norm (`vit_jax.kernels`).
       qk_norm: LayerNorm over head_dim on queries and keys (ViT-22B).
-      rope: a rotary scheme class from `vit_jax.models.posemb`, or None.
+      rope: a rotary scheme class from `vit_jax.models.posemb` (rotates queries and keys), a
+        relative one from `vit_jax.models.relative` (adds a bias to the logits), or None.
     """
 
     num_heads: int
@@ -99,17 +108,23 @@ class MultiHeadDotProductAttention(nn.Module):
                 epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name
             )
             q, k = ln("query_norm")(q), ln("key_norm")(k)
-        if self.rope is not None:
+        bias = None
+        if self.rope is not None and getattr(self.rope, "bias", False):
+            relative = self.rope(num_heads=self.num_heads, param_dtype=self.param_dtype, name="rel")
+            bias = relative(q, grid, num_prefix)
+        elif self.rope is not None:
             rope = self.rope(num_heads=self.num_heads, param_dtype=self.param_dtype, name="rope")
             q, k = rope(q, grid, num_prefix), rope(k, grid, num_prefix)
 
         use_dropout = train and self.dropout_rate > 0
         if self.attn_impl == "naive" or use_dropout:
             rng = self.make_rng("dropout") if use_dropout else None
-            out, weights = naive_attention(q, k, v, dropout_rng=rng, dropout_rate=self.dropout_rate)
+            out, weights = naive_attention(
+                q, k, v, bias=bias, dropout_rng=rng, dropout_rate=self.dropout_rate
+            )
             self.sow("intermediates", "attention_weights", weights)
         else:
-            out = fused_attention(q, k, v, implementation=self.attn_impl)
+            out = fused_attention(q, k, v, implementation=self.attn_impl, bias=bias)
 
         return nn.DenseGeneral(
             width,

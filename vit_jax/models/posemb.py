@@ -4,7 +4,9 @@ Two kinds of scheme exist:
 * additive (`rotary = False`): called once on the token sequence `[B, P + N, D]` (P prefix tokens such as
   CLS, then N = h * w patch tokens in row-major order) and return it with a position signal added;
 * rotary (`rotary = True`): instantiated inside every attention layer and applied to queries and keys
-  `[B, P + N, heads, head_dim]`; prefix tokens are left unrotated (as in RoPE-ViT).
+  `[B, P + N, heads, head_dim]`; prefix tokens are left unrotated (as in RoPE-ViT);
+* relative (`bias = True`, `relative.py`): instantiated inside every attention layer, return a bias
+  on the attention logits that depends on the query's and the key's relative position.
 
 Fixed tables are pure functions of the grid, so they are recomputed for any resolution. Learned tables are
 interpolated to the input's grid at call time, so a model trained at one resolution evaluates at another.

@@ -97,7 +97,8 @@ class Encoder(nn.Module):
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, registers=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         scheme = POSEMB.get(self.posemb)
-        if not scheme.rotary:
+        in_attention = scheme.rotary or getattr(scheme, "bias", False)  # inside every block
+        if not in_attention:
             x = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
         if registers is not None:  # after the position embedding: registers have no position
             regs = jnp.tile(registers.astype(x.dtype), (x.shape[0], 1, 1))
@@ -110,7 +111,7 @@ class Encoder(nn.Module):
             x = block(
                 drop_path_rate=self.drop_path_rate * i / max(self.depth - 1, 1),
                 dropout_rate=self.dropout_rate,
-                rope=scheme if scheme.rotary else None,
+                rope=scheme if in_attention else None,
                 name=f"encoderblock_{i}",
                 **self.block,
                 **kw,
