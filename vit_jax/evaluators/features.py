@@ -7,7 +7,7 @@ from typing import Dict, Optional, Tuple
 import jax
 import numpy as np
 
-from vit_jax.evaluators.base import EvalError
+from vit_jax.evaluators.base import EvalError, Evaluator
 
 # Options of evaluators that read a labelled split through the eval preprocessing; None takes the
 # run's value. `train_split` / `test_split` name the two splits a few-shot or k-NN evaluator reads.
@@ -98,3 +98,31 @@ class Features:
 
 def split_or(spec_value: Optional[str], default: str) -> str:
     return spec_value if spec_value is not None else default
+
+
+class RepresentationEvaluator(Evaluator):
+    """Base of the evaluators of the frozen representation (few-shot, k-NN): the representations
+    of `train_split` (reference examples) and `test_split` (scored), by `reference_and_test`."""
+
+    KEYS = FEATURE_KEYS
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        s = self.spec
+        self.train_split = split_or(s["train_split"], self.config.train_split)
+        self.test_split = split_or(s["test_split"], self.config.eval_split)
+        self.features = Features(
+            data_config(self.config, s),
+            {self.train_split: self.key("train_split"), self.test_split: self.key("test_split")},
+        )
+        self.num_classes = None
+
+    def check(self, num_classes: int) -> None:
+        self.num_classes = self.features.check(self.name, num_classes)
+
+    def reference_and_test(self, context, variables):
+        """(train_x, train_y, test_x, test_y, number of classes)."""
+        train_x, train_y = self.features.get(self.train_split, context, variables)
+        test_x, test_y = self.features.get(self.test_split, context, variables)
+        classes = self.num_classes or int(max(train_y.max(), test_y.max())) + 1
+        return train_x, train_y, test_x, test_y, classes

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.evaluators.base import EVALUATORS, Evaluator
-from vit_jax.evaluators.features import FEATURE_KEYS, Features, data_config, split_or
+from vit_jax.evaluators.base import EVALUATORS
+from vit_jax.evaluators.features import FEATURE_KEYS, RepresentationEvaluator
 
 BIAS_CONSTANT = 100.0
 
@@ -82,24 +82,13 @@ def fewshot_accuracy(train_x, train_y, test_x, test_y, num_classes, shots, l2_re
 
 
 @EVALUATORS.register("fewshot")
-class FewShot(Evaluator):
+class FewShot(RepresentationEvaluator):
     """Few-shot linear accuracy of the frozen representation (`1shot`, `5shot`, ...)."""
 
     KEYS = dict(
         FEATURE_KEYS, shots=(1, 5, 10, 25), l2_regs=tuple(2.0**e for e in range(-6, 11, 2)),
         seeds=3, holdout=10,
     )  # fmt: skip
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        s = self.spec
-        self.train_split = split_or(s["train_split"], self.config.train_split)
-        self.test_split = split_or(s["test_split"], self.config.eval_split)
-        self.features = Features(
-            data_config(self.config, s),
-            {self.train_split: self.key("train_split"), self.test_split: self.key("test_split")},
-        )
-        self.num_classes = None
 
     @classmethod
     def spec_error(cls, config, spec):
@@ -117,13 +106,8 @@ class FewShot(Evaluator):
     def metric_names(cls, spec):
         return tuple(f"{k}shot{x}" for k in spec["shots"] for x in ("", "_std", "_l2"))
 
-    def check(self, num_classes: int) -> None:
-        self.num_classes = self.features.check(self.name, num_classes)
-
     def run(self, context, variables) -> Dict[str, float]:
-        train_x, train_y = self.features.get(self.train_split, context, variables)
-        test_x, test_y = self.features.get(self.test_split, context, variables)
-        classes = self.num_classes or int(max(train_y.max(), test_y.max())) + 1
+        train_x, train_y, test_x, test_y, classes = self.reference_and_test(context, variables)
         s = self.spec
         out = fewshot_accuracy(
             train_x, train_y, test_x, test_y, classes, tuple(s["shots"]),

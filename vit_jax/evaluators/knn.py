@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.evaluators.base import EVALUATORS, Evaluator
-from vit_jax.evaluators.features import FEATURE_KEYS, Features, data_config, split_or
+from vit_jax.evaluators.base import EVALUATORS
+from vit_jax.evaluators.features import FEATURE_KEYS, RepresentationEvaluator
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
@@ -38,21 +38,10 @@ def knn_accuracy(train_x, train_y, test_x, test_y, num_classes, k, temperature, 
 
 
 @EVALUATORS.register("knn")
-class KNN(Evaluator):
+class KNN(RepresentationEvaluator):
     """Weighted k-NN top-1 of the frozen representation on `test_split` against `train_split`."""
 
     KEYS = dict(FEATURE_KEYS, k=20, temperature=0.07)
-
-    def __init__(self, *args):
-        super().__init__(*args)
-        s = self.spec
-        self.train_split = split_or(s["train_split"], self.config.train_split)
-        self.test_split = split_or(s["test_split"], self.config.eval_split)
-        self.features = Features(
-            data_config(self.config, s),
-            {self.train_split: self.key("train_split"), self.test_split: self.key("test_split")},
-        )
-        self.num_classes = None
 
     @classmethod
     def spec_error(cls, config, spec):
@@ -62,13 +51,8 @@ class KNN(Evaluator):
             return f"temperature={spec['temperature']!r} must be positive"
         return None
 
-    def check(self, num_classes: int) -> None:
-        self.num_classes = self.features.check(self.name, num_classes)
-
     def run(self, context, variables) -> Dict[str, float]:
-        train_x, train_y = self.features.get(self.train_split, context, variables)
-        test_x, test_y = self.features.get(self.test_split, context, variables)
-        classes = self.num_classes or int(max(train_y.max(), test_y.max())) + 1
+        train_x, train_y, test_x, test_y, classes = self.reference_and_test(context, variables)
         top1 = knn_accuracy(
             train_x, train_y, test_x, test_y, classes, self.spec["k"], self.spec["temperature"]
         )

@@ -43,14 +43,18 @@ def _with_prefix(patches, prefix, num_prefix: int):
     return jnp.concatenate([top, bottom], axis=1)
 
 
-@POSEMB.register("relbias2d")
-class RelativeBias2D(nn.Module):
-    """Learned per-head bias for each 2-D offset between patches (Swin / BEiT)."""
+class _Relative(nn.Module):
+    """A relative scheme: built in each attention layer, returns a bias on its logits."""
 
     rotary = False
     bias = True
     num_heads: int = 1
     param_dtype: jnp.dtype = jnp.float32
+
+
+@POSEMB.register("relbias2d")
+class RelativeBias2D(_Relative):
+    """Learned per-head bias for each 2-D offset between patches (Swin / BEiT)."""
 
     @nn.compact
     def __call__(self, q, grid: Grid, num_prefix: int):
@@ -66,13 +70,8 @@ class RelativeBias2D(nn.Module):
 
 
 @POSEMB.register("rel")
-class RelativeEmbedding1D(nn.Module):
+class RelativeEmbedding1D(_Relative):
     """The ViT paper's relative position embeddings: logits q·e(p_q − p_k)/√d added to attention."""
-
-    rotary = False
-    bias = True
-    num_heads: int = 1
-    param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, q, grid: Grid, num_prefix: int):
