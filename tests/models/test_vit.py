@@ -295,3 +295,28 @@ def test_attention_rollout_with_registers_covers_the_patch_grid():
     assert maps[0].shape[-1] == 1 + 2 + 6  # CLS, 2 registers, 6 patches attend to each other
     full = rollout.rollout(maps)
     np.testing.assert_allclose(heat.reshape(1, -1), full[:, 0, 3:], rtol=1e-6)
+
+
+def test_prefix_posemb_false_leaves_the_class_token_without_position():
+    """big_vision's convention: with a `learn` table, the CLS token enters the encoder as the bare
+    `cls` parameter; the table keeps its prefix row (Google's layout), which then gets no gradient."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    with_pos = vit_jax.create_model("Ti/4", 3, posemb="learn", **TINY)
+    v = with_pos.init(jax.random.PRNGKey(1), x)
+    v["params"]["Transformer"]["posembed_input"]["pos_embedding"] = jax.random.normal(
+        jax.random.PRNGKey(2), (1, 5, 16)
+    )
+    v["params"]["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(3), (16, 3))
+    without = with_pos.clone(prefix_posemb=False)
+    assert jax.tree.map(jnp.shape, without.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+        jnp.shape, v
+    )
+    # Zeroing the CLS row of the table gives the with-position model the same output.
+    zeroed = jax.tree.map(lambda a: a, v)
+    table = v["params"]["Transformer"]["posembed_input"]["pos_embedding"]
+    zeroed["params"]["Transformer"]["posembed_input"]["pos_embedding"] = table.at[:, 0].set(0.0)
+    np.testing.assert_allclose(without.apply(v, x), with_pos.apply(zeroed, x), atol=1e-6)
+    assert not np.allclose(without.apply(v, x), with_pos.apply(v, x), atol=1e-4)
+    grad = jax.grad(lambda p: without.apply({"params": p}, x).sum())(v["params"])
+    row = grad["Transformer"]["posembed_input"]["pos_embedding"]
+    assert float(jnp.abs(row[:, 0]).max()) == 0.0 and float(jnp.abs(row[:, 1:]).max()) > 0

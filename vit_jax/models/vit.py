@@ -90,6 +90,7 @@ class Encoder(nn.Module):
     drop_path_rate: float
     final_norm: bool
     remat: bool
+    prefix_posemb: bool
     dtype: Any
     param_dtype: Any
 
@@ -99,7 +100,10 @@ class Encoder(nn.Module):
         scheme = POSEMB.get(self.posemb)
         in_attention = scheme.rotary or getattr(scheme, "bias", False)  # inside every block
         if not in_attention:
-            x = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
+            y = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
+            # prefix_posemb=False: prefix (CLS) tokens get no position (big_vision's convention);
+            # a `learn` table keeps its prefix rows (checkpoint layout), unused.
+            x = y if self.prefix_posemb else y.at[:, :num_prefix].set(x[:, :num_prefix])
         if registers is not None:  # after the position embedding: registers have no position
             regs = jnp.tile(registers.astype(x.dtype), (x.shape[0], 1, 1))
             x = jnp.concatenate([x[:, :num_prefix], regs, x[:, num_prefix:]], axis=1)
@@ -161,6 +165,7 @@ class VisionTransformer(nn.Module):
     kernels: str = "auto"  # likewise: "stock" or "cpu" (vit_jax/kernels/__init__.py)
     remat: bool = False
     num_registers: int = 0  # "Vision Transformers Need Registers" (Darcet et al. 2024)
+    prefix_posemb: bool = True  # False: no position embedding on the CLS token (big_vision)
 
     @property
     def compute_dtype(self):
@@ -212,7 +217,7 @@ class VisionTransformer(nn.Module):
             registers = self.param("registers", init, (1, self.num_registers, d), self.params_dtype)
         x = Encoder(
             self.depth, block, self.posemb, self.dropout_rate, self.drop_path_rate,
-            self.final_norm, self.remat, name="Transformer", **kw,
+            self.final_norm, self.remat, self.prefix_posemb, name="Transformer", **kw,
         )(x, (h, w), self.num_prefix, train, registers)  # fmt: skip
         if self.num_registers:  # registers take part in attention only: not pooled, not output
             p = self.num_prefix
