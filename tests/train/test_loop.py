@@ -164,3 +164,17 @@ def test_inputs_that_would_train_nonsense_or_lose_the_run_fail_before_training(
     with pytest.raises(ValueError, match=error):
         train_lib.train_and_evaluate(c, str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_relative_workdir_trains_resumes_and_evaluates(tmp_path, monkeypatch):
+    """Orbax needs absolute paths: a relative --workdir (the ablation's docs/ablation/v2) works."""
+    from vit_jax.train.eval_only import evaluate_checkpoint  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    c = _digits_config(total_steps=4)
+    c.checkpoint_every = 2
+    assert train_lib.train_and_evaluate(c, "runs/rel", stop_at=2) == {"stopped_at": 2}
+    result = train_lib.train_and_evaluate(c, "runs/rel")
+    assert result["count"] == 360
+    step, again = evaluate_checkpoint(c, "runs/rel")
+    assert step == 4 and again["eval"]["top1"] == result["top1"]

@@ -46,7 +46,9 @@ class Checkpointer:
         self, workdir: str, keep: int, async_save: bool = True, best: Optional[str] = None
     ):
         """`best`: the metric that chooses the one checkpoint kept in `workdir/best` (higher is
-        better, except for a loss); None keeps no best checkpoint."""
+        better, except for a loss); None keeps no best checkpoint. A relative `workdir` is taken
+        from the current directory (Orbax needs absolute paths)."""
+        workdir = os.path.abspath(workdir)
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True
         )
@@ -85,6 +87,7 @@ class Checkpointer:
 
 
 def _reader(directory: str) -> ocp.CheckpointManager:
+    directory = os.path.abspath(directory)  # Orbax needs absolute paths
     return ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
 
 
