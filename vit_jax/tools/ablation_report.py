@@ -4,6 +4,7 @@ table.md / table.csv, and the plots accuracy.png, resolution.png, curves.png (se
 import csv
 import json
 import os
+import re
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -68,7 +69,12 @@ def summarize(results: Sequence[dict]) -> List[dict]:
 def _representation_keys(results: Sequence[dict]) -> List[str]:
     """Few-shot and k-NN accuracies every run of a setting has ("fewshot/5shot", "knn/top1")."""
     common = set.intersection(*(set(r.get("representation", {})) for r in results))
-    return sorted(k for k in common if not k.endswith(("_std", "_l2", "/count")))
+    return sorted((k for k in common if not k.endswith(("_std", "_l2", "/count"))), key=_natural)
+
+
+def _natural(key: str):
+    """ "fewshot/5shot" before "fewshot/10shot": numbers compared as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
 def _pct(mean: float, std: float) -> str:
@@ -80,7 +86,7 @@ def _all_sizes(rows: Sequence[dict]) -> List[int]:
 
 
 def _all_representation(rows: Sequence[dict]) -> List[str]:
-    return sorted({k for r in rows for k in r.get("representation", {})})
+    return sorted({k for r in rows for k in r.get("representation", {})}, key=_natural)
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
