@@ -15,6 +15,26 @@ WEIGHTS = ("params", "ema")
 DEFAULT_NAME = "eval"  # the evaluator of a run without `config.evals`
 
 
+# Evaluator data options → the run's config key each overrides (None keeps the run's value).
+RUN_KEYS = dict(
+    dataset="dataset", split="eval_split", image_size="image_size", batch_size="eval_batch_size",
+    crop_pct="aug.eval_crop_pct", label_key="label_key",
+)  # fmt: skip
+
+
+def with_options(config, spec: dict):
+    """A copy of the run's config with the evaluator's data options (`RUN_KEYS`) applied."""
+    config = copy.deepcopy(config)
+    for option, key in RUN_KEYS.items():
+        if spec.get(option) is not None:
+            *parents, last = key.split(".")
+            node = config
+            for p in parents:
+                node = node[p]
+            node[last] = spec[option]
+    return config
+
+
 class EvalError(Error, ValueError):
     """An evaluator that cannot run: a bad option, or a dataset that is not there."""
 

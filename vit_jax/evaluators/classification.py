@@ -11,17 +11,13 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import models
-from vit_jax.evaluators.base import EVALUATORS, EvalError, Evaluator
+from vit_jax.evaluators.base import EVALUATORS, RUN_KEYS, EvalError, Evaluator, with_options
 from vit_jax.models.losses import LOSSES
 
 # Where a classification evaluator reads its images; None takes the run's value.
 DATA_KEYS = dict(
     dataset=None, split=None, image_size=None, batch_size=None, crop_pct=None, label_key=None
 )
-_RUN_KEYS = dict(  # evaluator option → the run's config key it overrides
-    dataset="dataset", split="eval_split", image_size="image_size", batch_size="eval_batch_size",
-    crop_pct="aug.eval_crop_pct", label_key="label_key",
-)  # fmt: skip
 
 
 def _sum(tree_a, tree_b):
@@ -37,14 +33,7 @@ class Classification(Evaluator):
 
     def __init__(self, *args):
         super().__init__(*args)
-        for option, key in _RUN_KEYS.items():
-            value = self.spec.get(option)
-            if value is not None:
-                *parents, last = key.split(".")
-                node = self.config
-                for p in parents:
-                    node = node[p]
-                node[last] = value
+        self.config = with_options(self.config, self.spec)
         self._batches = None
         self._fns = {}
 
@@ -67,7 +56,7 @@ class Classification(Evaluator):
 
     def where(self, option: str) -> str:
         """The config key behind `option`: the run's own for the default evaluator."""
-        return f"config.{_RUN_KEYS[option]}" if self.implicit else self.key(option)
+        return f"config.{RUN_KEYS[option]}" if self.implicit else self.key(option)
 
     def check(self, num_classes: int) -> None:
         """Fails now, with one line, if the split is missing, empty or has too many classes."""

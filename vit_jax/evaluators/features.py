@@ -1,13 +1,12 @@
 """The frozen representation of a split: the vector the head sees (pooled tokens, after the
 pre-logits layer if there is one), computed in batches on device, gathered on the host."""
 
-import copy
 from typing import Dict, Optional, Tuple
 
 import jax
 import numpy as np
 
-from vit_jax.evaluators.base import EvalError, Evaluator
+from vit_jax.evaluators.base import EvalError, Evaluator, with_options
 
 # Options of evaluators that read a labelled split through the eval preprocessing; None takes the
 # run's value. `train_split` / `test_split` name the two splits a few-shot or k-NN evaluator reads.
@@ -15,23 +14,6 @@ FEATURE_KEYS = dict(
     dataset=None, train_split=None, test_split=None, image_size=None, batch_size=None,
     crop_pct=None, label_key=None,
 )  # fmt: skip
-_RUN_KEYS = dict(
-    dataset="dataset", image_size="image_size", batch_size="eval_batch_size",
-    crop_pct="aug.eval_crop_pct", label_key="label_key",
-)  # fmt: skip
-
-
-def data_config(config, spec: dict):
-    """The run's config with the evaluator's data options applied."""
-    config = copy.deepcopy(config)
-    for option, key in _RUN_KEYS.items():
-        if spec.get(option) is not None:
-            *parents, last = key.split(".")
-            node = config
-            for p in parents:
-                node = node[p]
-            node[last] = spec[option]
-    return config
 
 
 def representation_fn(model, out_sharding=None):
@@ -112,7 +94,7 @@ class RepresentationEvaluator(Evaluator):
         self.train_split = split_or(s["train_split"], self.config.train_split)
         self.test_split = split_or(s["test_split"], self.config.eval_split)
         self.features = Features(
-            data_config(self.config, s),
+            with_options(self.config, s),
             {self.train_split: self.key("train_split"), self.test_split: self.key("test_split")},
         )
         self.num_classes = None

@@ -163,8 +163,9 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
         groups = _groups(rules)
     clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
 
+    mask = decay_mask if rules is None else _tree({k: r.wd_mult > 0 for k, r in rules.items()})
+
     def group_optimizer(lr_mult, wd_mult):
-        mask = decay_mask if rules is None else _tree({k: r.wd_mult > 0 for k, r in rules.items()})
         c = decay_coefficient(config, lr_mult, wd_mult)
         return _optimizer(config, _scaled(schedule, lr_mult), c, mask)
 
