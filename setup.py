@@ -26,5 +26,9 @@ setup(
         "tqdm>=4.66",
         "tensorboard>=2.17",  # tf.summary writes event files only with it installed
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={
+        # libtpu: compile for TPU topologies on any host (vit_jax.aot), or run on a TPU VM.
+        "tpu": ["jax[tpu]"],
+        "test": ["pytest>=8", "ruff>=0.6", "jax[tpu]"],  # the AOT tool's tests compile for TPUs
+    },
 )

@@ -15,13 +15,13 @@ from vit_jax.config.defaults import (
 from vit_jax.config.validate import ConfigError, check_keys, check_values, eval_batch_size, validate
 
 
-def resolve_kernels(config) -> None:
-    """Replaces `model.kernels` / `model.attn_impl` "auto" by the choice for JAX's backend, in place,
-    so the model and the run's config.json see the same concrete names. Call once, in the CLI,
-    after the CPU device split (it starts JAX's backend)."""
+def resolve_kernels(config, backend: str = None) -> None:
+    """Replaces `model.kernels` / `model.attn_impl` "auto" by the choice for `backend` (default:
+    JAX's), in place, so the model and the run's config.json see the same concrete names. Call once,
+    in the CLI, after the CPU device split (it starts JAX's backend)."""
     try:
         config.model.kernels, config.model.attn_impl = kernels.resolve(
-            config.model.kernels, config.model.attn_impl
+            config.model.kernels, config.model.attn_impl, backend
         )
     except ValueError as e:
         raise ConfigError(f"config.model: {e}") from None

@@ -66,10 +66,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Optimisation (vit_jax/train/optim.py).
     c.total_steps = 1000
-    c.optimizer = "adamw"  # adamw | sgd | lion | adafactor
+    c.optimizer = "adamw"  # adamw | sgd | lion | adafactor | bv_adafactor (Scaling ViT)
     c.lr = 1e-3
-    c.schedule = "cosine"  # cosine | linear | constant
+    c.schedule = "cosine"  # cosine | linear | constant | rsqrt (big_vision's inverse square root)
     c.warmup_steps = 100
+    c.cooldown_steps = 0  # the last N steps ramp the lr linearly to 0 (big_vision's cooldown)
+    c.rsqrt_timescale = 10_000  # "rsqrt": lr / sqrt(1 + (t - warmup_steps) / rsqrt_timescale)
     c.min_lr_ratio = 0.0
     c.b1 = 0.9
     c.b2 = 0.999

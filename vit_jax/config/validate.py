@@ -11,8 +11,8 @@ from vit_jax.config.defaults import base_config
 from vit_jax.data.options import read_config
 
 _CHOICES = dict(
-    optimizer=("adamw", "sgd", "lion", "adafactor"),
-    schedule=("cosine", "linear", "constant"),
+    optimizer=("adamw", "sgd", "lion", "adafactor", "bv_adafactor"),
+    schedule=("cosine", "linear", "constant", "rsqrt"),
     loss=("softmax_xent", "sigmoid_xent", "mse"),
     nan_policy=("stop", "skip"),
     weight_decay_form=("lr", "schedule"),
@@ -54,14 +54,15 @@ def check_values(config, num_devices: int = None) -> None:
     for key, choices in _CHOICES.items():
         if config[key] not in choices:
             raise ConfigError(f"config.{key}={config[key]!r} is not one of {', '.join(choices)}")
-    for key in ("lr", "total_steps", "batch_size", "image_size", "grad_accum_steps"):
+    positive = ("lr", "total_steps", "batch_size", "image_size", "grad_accum_steps")
+    for key in (*positive, "rsqrt_timescale"):
         if not config[key] > 0:
             raise ConfigError(f"config.{key}={config[key]} must be positive")
     if config.eval_batch_size is not None and config.eval_batch_size <= 0:
         raise ConfigError(f"config.eval_batch_size={config.eval_batch_size} must be positive")
     for key in (
         "warmup_steps", "weight_decay", "grad_clip", "label_smoothing", "log_every", "eval_every",
-        "checkpoint_every",
+        "checkpoint_every", "cooldown_steps",
     ):  # fmt: skip
         if config[key] < 0:
             raise ConfigError(f"config.{key}={config[key]} must not be negative")
@@ -93,7 +94,12 @@ def check_values(config, num_devices: int = None) -> None:
     except ValueError as e:
         raise ConfigError(f"config.{e}") from None
     decay = config.schedule != "constant"  # cosine/linear need at least one step after warmup
-    if config.warmup_steps > config.total_steps - decay:
+    if config.warmup_steps + config.cooldown_steps > config.total_steps - decay:
+        if config.cooldown_steps:
+            raise ConfigError(
+                f"config.warmup_steps={config.warmup_steps} + cooldown_steps="
+                f"{config.cooldown_steps} exceed total_steps={config.total_steps}; lower them"
+            )
         raise ConfigError(
             f"config.warmup_steps={config.warmup_steps} leaves no steps of total_steps="
             f"{config.total_steps} for the {config.schedule} schedule; lower warmup_steps"

@@ -188,16 +188,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
 
     # ----------------------------------------------------------------- jitted steps
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step_fn = jax.jit(
-        functools.partial(
-            ts.train_step, model=model, tx=tx, schedule=schedule, loss_name=config.loss,
-            label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps,
-            nan_policy=config.nan_policy,
-        ),
-        in_shardings=(shardings, shd.batch_sharding(mesh)),
-        out_shardings=(shardings, replicated),
-        donate_argnums=0,
-    )  # fmt: skip
+    step_fn = ts.jit_train_step(config, model, tx, schedule, shardings, mesh)
     put = functools.partial(shd.to_global, mesh=mesh)
     context = evaluators.Context(model, put, replicated, config.loss)
 

@@ -30,17 +30,28 @@ WEIGHT_DECAY_FORMS = ("lr", "schedule")
 
 
 def make_schedule(config) -> optax.Schedule:
-    """Linear warmup from 0 to `config.lr`, then cosine / linear decay to `lr * min_lr_ratio`."""
+    """Linear warmup from 0 to `config.lr`, then cosine / linear decay to `lr * min_lr_ratio`,
+    constant, or big_vision's "rsqrt" (lr / sqrt(1 + (t - warmup) / rsqrt_timescale)); with
+    `cooldown_steps` > 0 the last steps ramp linearly to 0 (big_vision's cooldown, any schedule)."""
     peak, warm, total = config.lr, config.warmup_steps, config.total_steps
     end = peak * config.min_lr_ratio
     if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, peak, warm, total, end)
-    decay_steps = max(total - warm, 1)
-    if config.schedule == "linear":
-        after = optax.linear_schedule(peak, end, decay_steps)
-    else:  # constant
-        after = optax.constant_schedule(peak)
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warm, 1)), after], [warm])
+        schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warm, total, end)
+    else:
+        decay_steps = max(total - warm, 1)
+        if config.schedule == "linear":
+            after = optax.linear_schedule(peak, end, decay_steps)
+        elif config.schedule == "rsqrt":
+            scale = float(config.rsqrt_timescale)
+            after = lambda t: peak / jnp.sqrt(1.0 + t / scale)  # noqa: E731  (t counts from warmup)
+        else:  # constant
+            after = optax.constant_schedule(peak)
+        warmup = optax.linear_schedule(0.0, peak, max(warm, 1))
+        schedule = optax.join_schedules([warmup, after], [warm])
+    if not config.cooldown_steps:
+        return schedule
+    cool = float(config.cooldown_steps)
+    return lambda t: schedule(t) * jnp.minimum(1.0, (total - t) / cool)
 
 
 # ------------------------------------------------------------------ per-parameter rules
@@ -122,6 +133,10 @@ def _optimizer(config, lr, decay: float, mask) -> optax.GradientTransformation:
         return optax.adamw(lr, b1=config.b1, b2=config.b2, weight_decay=decay, mask=mask)
     if name == "lion":
         return optax.lion(lr, b1=config.b1, b2=config.b2, weight_decay=decay, mask=mask)
+    if name == "bv_adafactor":  # big_vision's scale_by_adafactor, then decay and lr as below
+        core = bv_adafactor(momentum=config.b1 or None)
+        wd = optax.add_decayed_weights(decay, mask) if decay else optax.identity()
+        return optax.chain(core, wd, optax.scale_by_learning_rate(lr))
     if name == "adafactor":  # optax adds its decay after the lr: scale by the lr last instead
         core = optax.adafactor(None, weight_decay_rate=decay or None, weight_decay_mask=mask)
         return optax.chain(core, optax.scale_by_learning_rate(lr, flip_sign=False))
@@ -135,6 +150,27 @@ def _optimizer(config, lr, decay: float, mask) -> optax.GradientTransformation:
         optax.add_decayed_weights(decay, mask) if decay else optax.identity(),
         optax.sgd(lr, momentum=momentum),
     )
+
+
+def bv_adafactor(
+    momentum: Optional[float] = 0.9, decay_rate: float = 0.8, beta2_cap: float = 0.999
+):
+    """big_vision's Adafactor ("Scaling Vision Transformers", Zhai et al. 2022; big_vision/optax.py
+    `scale_by_adafactor`): the factored second moment (rows and columns of each matrix of 32 or
+    more, decay 1 - t^-0.8 capped at 0.999, no update clipping), then momentum `b1` kept in
+    bfloat16 (half the memory of a float32 first moment). Learning rate and decay come after it."""
+
+    def decay_rate_fn(step, exponent):
+        t = jnp.asarray(step, jnp.float32) + 1.0
+        return jnp.minimum(beta2_cap, 1.0 - t ** (-exponent))
+
+    rms = optax.scale_by_factored_rms(
+        factored=True, decay_rate=decay_rate, min_dim_size_to_factor=32, epsilon=1e-30,
+        decay_rate_fn=decay_rate_fn,
+    )  # fmt: skip
+    if not momentum:
+        return rms
+    return optax.chain(rms, optax.ema(momentum, debias=False, accumulator_dtype=jnp.bfloat16))
 
 
 def _scaled(schedule, mult: float):

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from vit_jax.models.losses import LOSSES, mse, sigmoid_xent, smooth, softmax_xent
+from vit_jax.train import sharding as shd
 
 State = Dict[str, Any]
 
@@ -108,4 +109,24 @@ def train_step(state: State, batch, *, model, tx, schedule, loss_name="softmax_x
     return new, metrics
 
 
-__all__ = ["LOSSES", "init_state", "mse", "sigmoid_xent", "smooth", "softmax_xent", "train_step"]
+def jit_train_step(config, model, tx, schedule, shardings, mesh):
+    """`train_step` for `config`, jitted with the state's and the batch's shardings (state donated):
+    what the training loop runs and what `vit_jax.tools.aot` compiles for other topologies."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    step = functools.partial(
+        train_step, model=model, tx=tx, schedule=schedule, loss_name=config.loss,
+        label_smoothing=config.label_smoothing, accum_steps=config.grad_accum_steps,
+        nan_policy=config.nan_policy,
+    )  # fmt: skip
+    return jax.jit(
+        step,
+        in_shardings=(shardings, shd.batch_sharding(mesh)),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
+
+
+__all__ = [
+    "LOSSES", "init_state", "jit_train_step", "mse", "sigmoid_xent", "smooth", "softmax_xent",
+    "train_step",
+]  # fmt: skip
