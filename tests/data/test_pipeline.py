@@ -278,8 +278,33 @@ def test_empty_class_and_missing_split_are_named(tmp_path):
     (tmp_path / "train" / "b" / "notes.txt").write_text("no images here")
     with pytest.raises(data.DataError, match=f"empty class folder {tmp_path}/train/b"):
         data.get_info(f"folder:{tmp_path}", "train")
-    with pytest.raises(data.DataError, match=r"split folder .*/test not found \(found: train\)"):
+    with pytest.raises(
+        data.DataError, match=r"split folder 'test' not found in .* \(found: train\)"
+    ):
         data.get_info(f"folder:{tmp_path}", "test")
+
+
+def test_symlink_loop_and_empty_archive_are_named(tmp_path):
+    """A link that points at itself (os.scandir raises a bare ELOOP) and an archive with no
+    folders give one line naming the link / the archive (not the cache folder it went into)."""
+    import tarfile
+
+    write_folder(tmp_path / "d", {"a": 2, "b": 2})
+    loop = tmp_path / "d" / "train" / "a" / "loop.jpg"
+    loop.symlink_to(loop)
+    with pytest.raises(data.DataError, match=f"cannot read {loop} in the image folder .*loops"):
+        data.get_info(f"folder:{tmp_path / 'd'}", "train")
+    loop.unlink()
+    assert data.get_info(f"folder:{tmp_path / 'd'}", "train").num_examples == 4
+    (tmp_path / "d" / "train" / "up").symlink_to(tmp_path / "d")  # a cycle: read one level only
+    with pytest.raises(data.DataError, match=f"empty class folder {tmp_path}/d/train/up: no"):
+        data.get_info(f"folder:{tmp_path / 'd'}", "train")
+
+    archive = tmp_path / "empty.tar.gz"
+    with tarfile.open(archive, "w:gz"):
+        pass
+    with pytest.raises(data.DataError, match=f"the archive {archive} holds no folders"):
+        data.get_info(f"folder:{archive}", "train")
 
 
 @pytest.fixture(params=[("002.png", b"\x89PNG\r\n\x1a\n truncated"), ("002.jpg", b"<html>")])

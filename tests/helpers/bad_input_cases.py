@@ -136,7 +136,7 @@ CASES = [
     Case(
         "missing split folder",
         (RUN, "--config.dataset=folder:{data}/no_test"),
-        r"split folder .*no_test/test not found \(found: train\)",
+        r"split folder 'test' not found in .*no_test \(found: train\)",
     ),
     Case(
         "corrupt image",

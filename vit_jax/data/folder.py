@@ -66,14 +66,19 @@ def open_folder(arg: str, split: str, options: SourceOptions) -> FileSource:
     """Opens a split of an image folder or archive (the "folder:PATH" dataset string)."""
     dataset = f"folder:{arg}"
     names = splits.split_names(split, dataset)
-    root = _find_root(_resolve(arg, dataset), names)
+    resolved = _resolve(arg, dataset)
+    root = _find_root(resolved, names)
     split_dirs = _subdirs(root)
+    # Messages name what the user gave: an archive, not the cache folder it was extracted into.
+    where = str(root) if resolved == Path(arg).expanduser() else f"the archive {arg}"
     class_names = sorted({c.name for d in split_dirs.values() for c in _subdirs(d).values()})
     ids_by_split, paths, labels = {}, [], []
     for name in dict.fromkeys(names):
         if name not in split_dirs:
             found = ", ".join(sorted(split_dirs)) or "nothing"
-            raise DataError(f"split folder {root / name} not found (found: {found})")
+            if not split_dirs and where != str(root):
+                raise DataError(f"{where} holds no folders; it should hold {name}/<class>/<image>")
+            raise DataError(f"split folder {name!r} not found in {where} (found: {found})")
         split_paths, split_labels = _list_split(split_dirs[name], class_names)
         order = len(paths) + splits.stratified_order(split_labels)
         ids_by_split[name] = order
@@ -118,8 +123,22 @@ def _find_root(path: Path, names: Sequence[str]) -> Path:
 
 def _subdirs(path: Path) -> dict:
     return {
-        e.name: Path(e.path) for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")
+        e.name: Path(e.path)
+        for e in os.scandir(path)
+        if not e.name.startswith(".") and _is(e, "dir")
     }
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    """`entry.is_dir()` / `is_file()`, following links; a link that loops or cannot be read is a
+    DataError naming it (os.scandir raises a bare ELOOP OSError)."""
+    try:
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError as e:
+        raise DataError(
+            f"cannot read {entry.path} in the image folder ({e.strerror}; a symbolic link that "
+            "loops?); remove or fix that link"
+        ) from None
 
 
 def _list_split(split_dir: Path, class_names: Sequence[str]) -> Tuple[List[str], List[int]]:
@@ -142,7 +161,7 @@ def _list_split(split_dir: Path, class_names: Sequence[str]) -> Tuple[List[str],
 
 def _is_image(entry: os.DirEntry) -> bool:
     name = entry.name.lower()
-    return entry.is_file() and not name.startswith(".") and name.endswith(IMAGE_EXTENSIONS)
+    return not name.startswith(".") and name.endswith(IMAGE_EXTENSIONS) and _is(entry, "file")
 
 
 def _decodable(paths: np.ndarray) -> np.ndarray:
