@@ -35,8 +35,8 @@ def test_sincos1d_matches_closed_form():
             np.testing.assert_allclose(table[p, 4 + i], math.cos(p * om), atol=1e-6)
 
 
-def _rope_apply(name, grid, heads=2, head_dim=8, num_prefix=0, seed=0):
-    module = posemb.POSEMB.get(name)(num_heads=heads)
+def _rope_apply(name, grid, heads=2, head_dim=8, num_prefix=0, seed=0, **options):
+    module = posemb.POSEMB.get(name)(num_heads=heads, **options)
     qk = jax.random.normal(
         jax.random.PRNGKey(seed), (1, num_prefix + grid[0] * grid[1], heads, head_dim)
     )
@@ -55,13 +55,21 @@ def test_rope_preserves_norms_and_leaves_prefix(name):
     assert not np.allclose(out[:, 2:], qk[:, 2:])  # patches are
 
 
+COORDS = [
+    {},  # index
+    dict(coords="reference", ref_grid=4),  # at the reference (training) grid
+    dict(coords="reference", ref_grid=(2, 3)),  # at another grid: positions are affine in index
+]
+
+
+@pytest.mark.parametrize("options", COORDS, ids=["index", "reference_at_ref", "reference_2x"])
 @pytest.mark.parametrize("name", ["rope2d", "rope_mixed"])
-def test_rope_scores_depend_only_on_relative_offset(name):
+def test_rope_scores_depend_only_on_relative_offset(name, options):
     grid, heads, hd = (4, 4), 2, 8
     q0 = jax.random.normal(jax.random.PRNGKey(3), (heads, hd))
     k0 = jax.random.normal(jax.random.PRNGKey(4), (heads, hd))
     n = grid[0] * grid[1]
-    fn, _ = _rope_apply(name, grid, heads, hd)
+    fn, _ = _rope_apply(name, grid, heads, hd, **options)
     q = fn(jnp.broadcast_to(q0, (1, n, heads, hd)))[0]  # same content at every position
     k = fn(jnp.broadcast_to(k0, (1, n, heads, hd)))[0]
     scores = jnp.einsum("qhd,khd->hqk", q, k)
@@ -129,3 +137,76 @@ def test_learned_tables_resize_to_a_new_grid_at_call_time():
         # only approximately; the CLS slot is kept exactly.
         np.testing.assert_allclose(bigger[0, 0], same[0, 0])
         assert np.isfinite(bigger).all()
+
+
+# ------------------------------------------------------------------ RoPE coordinates
+@pytest.mark.parametrize("name", ["rope2d", "rope_mixed"])
+def test_reference_coords_equal_index_at_the_reference_grid(name):
+    index, qk = _rope_apply(name, (3, 4), num_prefix=1)
+    ref, _ = _rope_apply(name, (3, 4), num_prefix=1, coords="reference", ref_grid=(3, 4))
+    np.testing.assert_array_equal(ref(qk), index(qk))
+    x, y = posemb.grid_positions((3, 4), "reference", (3, 4))
+    np.testing.assert_array_equal(x, np.tile(np.arange(4), 3))
+    np.testing.assert_array_equal(y, np.repeat(np.arange(3), 4))
+
+
+def test_reference_coords_span_the_training_range_at_a_larger_grid():
+    """t = index * ref / n: at 2x the grid the coordinates are 0, 0.5, ..., 3.5 (inside the [0, 4)
+    of the 4x4 training grid) where index coordinates run to 7; the angles follow the formula."""
+    hd, ref = 8, 4
+    freqs = np.array([1.0, 100**-0.5])  # 100^(-4i/hd), i < hd/4
+    for n in (4, 8, 16):
+        x, y = posemb.grid_positions((n, n), "reference", ref)
+        np.testing.assert_array_equal(np.unique(x), np.arange(n) * ref / n)
+        np.testing.assert_array_equal(np.unique(y), np.arange(n) * ref / n)
+        angles = posemb.axial_angles((n, n), hd, coords="reference", ref_grid=ref)
+        np.testing.assert_allclose(angles[:, :2], np.outer(x, freqs), rtol=1e-6)
+        np.testing.assert_allclose(angles[:, 2:], np.outer(y, freqs), rtol=1e-6)
+        assert angles.min() == 0.0
+        np.testing.assert_allclose(angles.max(), ref * (1 - 1 / n), rtol=1e-6)  # < ref
+    index = posemb.axial_angles((8, 8), hd)
+    assert index.max() == 7.0  # extrapolates: beyond the 3 of the training grid
+    # Interpolation: the even rows/cols of the 8x8 grid sit exactly on the 4x4 training positions,
+    # the odd ones halfway between.
+    at1 = posemb.axial_angles((4, 4), hd).reshape(4, 4, -1)
+    at2 = posemb.axial_angles((8, 8), hd, coords="reference", ref_grid=ref).reshape(8, 8, -1)
+    np.testing.assert_allclose(at2[::2, ::2], at1, rtol=1e-6)
+    np.testing.assert_allclose(at2[1::2, 1::2][:-1, :-1], (at1[:-1, :-1] + at1[1:, 1:]) / 2)
+
+
+def test_rope_mixed_reference_coords_match_the_formula():
+    fn, qk = _rope_apply("rope_mixed", (4, 6), heads=2, head_dim=8, coords="reference", ref_grid=2)
+    module = posemb.POSEMB.get("rope_mixed")(num_heads=2, coords="reference", ref_grid=2)
+    freqs = module.init(jax.random.PRNGKey(1), qk, (4, 6), 0)["params"]["freqs"]
+    y, x = np.mgrid[:4, :6]
+    x, y = x.reshape(-1) * 2 / 6, y.reshape(-1) * 2 / 4
+    angles = x[:, None, None] * freqs[0] + y[:, None, None] * freqs[1]
+    np.testing.assert_allclose(fn(qk), posemb.rotate_half_pairs(qk, angles[None]), rtol=1e-5)
+
+
+def test_model_rope_coords_option():
+    from vit_jax import models  # noqa: PLC0415
+
+    kw = dict(hidden_size=16, depth=1, mlp_dim=16, num_heads=2, posemb="rope2d", pool="gap")
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    index = models.create_model("Ti/4", 3, **kw)
+    ref = models.create_model("Ti/4", 3, rope_coords="reference", rope_ref_grid=4, **kw)
+    params = index.init(jax.random.PRNGKey(1), images)["params"]
+    params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(2), (16, 3))
+    # At the reference grid (16 px / patch 4): identical; at 32 px: different coordinates.
+    np.testing.assert_array_equal(
+        ref.apply({"params": params}, images), index.apply({"params": params}, images)
+    )
+    big = jax.image.resize(images, (2, 32, 32, 3), "bilinear")
+    assert not np.allclose(ref.apply({"params": params}, big), index.apply({"params": params}, big))
+    for bad, match in [
+        (dict(rope_coords="pixel"), "unknown rope_coords 'pixel'"),
+        (dict(rope_coords="reference"), "needs rope_ref_grid"),
+        (dict(rope_coords="reference", rope_ref_grid=0), "rope_ref_grid=0 must be a positive"),
+        (dict(rope_coords="reference", rope_ref_grid=-2), "rope_ref_grid=-2"),
+        (dict(rope_ref_grid=4), "only with rope_coords='reference'"),
+        (dict(rope_coords="reference", rope_ref_grid=4, posemb="learn"), "rotary scheme"),
+    ]:
+        with pytest.raises(ValueError, match=match) as e:
+            models.create_model("Ti/4", 3, **{**kw, **bad})
+        assert "\n" not in str(e.value)

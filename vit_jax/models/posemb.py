@@ -10,10 +10,12 @@ Two kinds of scheme exist:
 
 Fixed tables are pure functions of the grid, so they are recomputed for any resolution. Learned tables are
 interpolated to the input's grid at call time, so a model trained at one resolution evaluates at another.
+Rotary schemes number the patches by `coords` (`ROPE_COORDS`): integer indices, which a larger grid
+extends beyond the trained range, or coordinates rescaled to a reference grid, which it subdivides.
 """
 
 import math
-from typing import Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax
@@ -195,18 +197,61 @@ def rotate_half_pairs(x: jax.Array, angles: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
-def grid_positions(grid: Grid) -> Tuple[np.ndarray, np.ndarray]:
-    """Row-major (x, y) patch coordinates, each `[h * w]` float32."""
-    y, x = np.mgrid[: grid[0], : grid[1]]
+# How rotary schemes number the patches (`VisionTransformer.rope_coords`):
+# "index": integer patch indices 0..n-1 (RoPE-ViT); a larger grid sees coordinates never trained on
+#   (extrapolation).
+# "reference": t = index * ref / n per axis, with `ref` the reference (training) grid
+#   (`rope_ref_grid`): any grid spans [0, ref), a larger one at a finer step (interpolation), and at
+#   the reference grid t = index exactly (EVA-02's and timm's `ref_feat_shape`).
+ROPE_COORDS = ("index", "reference")
+
+
+def ref_pair(ref_grid) -> Grid:
+    """`rope_ref_grid` (an int for a square grid, or (rows, cols)) as (rows, cols)."""
+    return (ref_grid, ref_grid) if isinstance(ref_grid, (int, np.integer)) else tuple(ref_grid)
+
+
+def check_rope_coords(coords: str, ref_grid) -> None:
+    """A one-line ValueError for a coordinate mode that cannot work."""
+    if coords not in ROPE_COORDS:
+        raise ValueError(f"unknown rope_coords {coords!r}; choose one of: {', '.join(ROPE_COORDS)}")
+    if ref_grid is not None:
+        pair = ref_pair(ref_grid) if isinstance(ref_grid, (int, np.integer, tuple, list)) else ()
+        if len(pair) != 2 or not all(
+            isinstance(r, (int, np.integer)) and not isinstance(r, bool) and r > 0 for r in pair
+        ):
+            raise ValueError(
+                f"rope_ref_grid={ref_grid!r} must be a positive int (patches per side of the "
+                "training grid, image_size // patch) or a (rows, cols) pair"
+            )
+    if coords == "reference" and ref_grid is None:
+        raise ValueError(
+            "rope_coords='reference' needs rope_ref_grid: the training grid, image_size // patch"
+        )
+    if coords == "index" and ref_grid is not None:
+        raise ValueError("rope_ref_grid is used only with rope_coords='reference'; drop it")
+
+
+def grid_positions(
+    grid: Grid, coords: str = "index", ref_grid=None
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Row-major (x, y) patch coordinates, each `[h * w]` float32, numbered as `coords` says."""
+    check_rope_coords(coords, ref_grid)
+    y, x = np.mgrid[: grid[0], : grid[1]].astype(np.float64)
+    if coords == "reference":
+        ry, rx = ref_pair(ref_grid)
+        x, y = x * (rx / grid[1]), y * (ry / grid[0])
     return x.reshape(-1).astype(np.float32), y.reshape(-1).astype(np.float32)
 
 
-def axial_angles(grid: Grid, head_dim: int, theta: float = 100.0) -> np.ndarray:
+def axial_angles(
+    grid: Grid, head_dim: int, theta: float = 100.0, coords: str = "index", ref_grid=None
+) -> np.ndarray:
     """Axial 2-D RoPE angles `[h * w, head_dim / 2]`: first quarter of pairs by x, second by y."""
     if head_dim % 4:
         raise ValueError(f"rope2d needs head_dim divisible by 4, got {head_dim}")
     freqs = 1.0 / theta ** (np.arange(0, head_dim, 4)[: head_dim // 4] / head_dim)
-    x, y = grid_positions(grid)
+    x, y = grid_positions(grid, coords, ref_grid)
     return np.concatenate([np.outer(x, freqs), np.outer(y, freqs)], axis=1).astype(np.float32)
 
 
@@ -225,10 +270,13 @@ class Rope2D(nn.Module):
     rotary = True
     num_heads: int = 1
     theta: float = 100.0
+    coords: str = "index"  # ROPE_COORDS
+    ref_grid: Any = None  # the reference grid of coords="reference"
     param_dtype: jnp.dtype = jnp.float32
 
     def __call__(self, qk, grid: Grid, num_prefix: int):
-        angles = jnp.asarray(axial_angles(grid, qk.shape[-1], self.theta))
+        angles = axial_angles(grid, qk.shape[-1], self.theta, self.coords, self.ref_grid)
+        angles = jnp.asarray(angles)
         return _rotate_patches(qk, angles, num_prefix)
 
 
@@ -253,6 +301,8 @@ class RopeMixed(nn.Module):
     rotary = True
     num_heads: int = 1
     theta: float = 10.0
+    coords: str = "index"  # ROPE_COORDS
+    ref_grid: Any = None  # the reference grid of coords="reference"
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -262,6 +312,6 @@ class RopeMixed(nn.Module):
             raise ValueError(f"rope_mixed needs head_dim divisible by 4, got {head_dim}")
         shape = (2, self.num_heads, head_dim // 2)
         freqs = self.param("freqs", mixed_freqs_init(self.theta), shape, self.param_dtype)
-        x, y = grid_positions(grid)
+        x, y = grid_positions(grid, self.coords, self.ref_grid)
         angles = x[:, None, None] * freqs[0] + y[:, None, None] * freqs[1]  # [N, H, hd/2]
         return _rotate_patches(qk, angles.astype(jnp.float32), num_prefix)

@@ -12,7 +12,7 @@ from vit_jax import kernels
 from vit_jax.models.heads import HEADS
 from vit_jax.models.norms import NORMS
 from vit_jax.models.pooling import POOLS
-from vit_jax.models.posemb import POSEMB
+from vit_jax.models.posemb import POSEMB, check_rope_coords
 from vit_jax.models.vit import VisionTransformer
 
 # name: (width, depth, mlp_dim, heads)
@@ -95,6 +95,13 @@ def validate_options(opts: Dict[str, Any]) -> None:
             raise ValueError(
                 f"model.{key}={opts[key]!r} is not a dtype; use float32 or bfloat16"
             ) from None
+    check_rope_coords(opts["rope_coords"], opts["rope_ref_grid"])
+    if opts["rope_coords"] != "index" and not POSEMB.get(opts["posemb"]).rotary:
+        rotary = ", ".join(n for n in POSEMB.names() if POSEMB.get(n).rotary)
+        raise ValueError(
+            f"rope_coords={opts['rope_coords']!r} numbers the patches of a rotary scheme "
+            f"({rotary}), not of posemb={opts['posemb']!r}; leave rope_coords='index'"
+        )
     if not isinstance(opts["num_registers"], int) or opts["num_registers"] < 0:
         raise ValueError(f"num_registers={opts['num_registers']!r} must be an int >= 0")
     width, heads = opts["hidden_size"], opts["num_heads"]

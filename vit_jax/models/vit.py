@@ -93,12 +93,16 @@ class Encoder(nn.Module):
     prefix_posemb: bool
     dtype: Any
     param_dtype: Any
+    rope_options: Optional[Dict[str, Any]] = None  # coords, ref_grid of a rotary scheme
 
     @nn.compact
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, registers=None):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         scheme = POSEMB.get(self.posemb)
         in_attention = scheme.rotary or getattr(scheme, "bias", False)  # inside every block
+        rope = scheme
+        if scheme.rotary and self.rope_options:
+            rope = functools.partial(scheme, **self.rope_options)
         if not in_attention:
             y = scheme(param_dtype=self.param_dtype, name="posembed_input")(x, grid, num_prefix)
             # prefix_posemb=False: prefix (CLS) tokens get no position (big_vision's convention);
@@ -115,7 +119,7 @@ class Encoder(nn.Module):
             x = block(
                 drop_path_rate=self.drop_path_rate * i / max(self.depth - 1, 1),
                 dropout_rate=self.dropout_rate,
-                rope=scheme if in_attention else None,
+                rope=rope if in_attention else None,
                 name=f"encoderblock_{i}",
                 **self.block,
                 **kw,
@@ -166,6 +170,8 @@ class VisionTransformer(nn.Module):
     remat: bool = False
     num_registers: int = 0  # "Vision Transformers Need Registers" (Darcet et al. 2024)
     prefix_posemb: bool = True  # False: no position embedding on the CLS token (big_vision)
+    rope_coords: str = "index"  # rotary schemes: "index" or "reference" (posemb.ROPE_COORDS)
+    rope_ref_grid: Optional[int] = None  # the reference grid of rope_coords="reference"
 
     @property
     def compute_dtype(self):
@@ -218,6 +224,7 @@ class VisionTransformer(nn.Module):
         x = Encoder(
             self.depth, block, self.posemb, self.dropout_rate, self.drop_path_rate,
             self.final_norm, self.remat, self.prefix_posemb, name="Transformer", **kw,
+            rope_options=dict(coords=self.rope_coords, ref_grid=self.rope_ref_grid),
         )(x, (h, w), self.num_prefix, train, registers)  # fmt: skip
         if self.num_registers:  # registers take part in attention only: not pooled, not output
             p = self.num_prefix
