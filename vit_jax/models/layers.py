@@ -40,15 +40,19 @@ class MlpBlock(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per example with probability `rate`."""
+    """Stochastic depth: drops the whole residual branch per example with probability `rate`.
+
+    A call may pass its own `rate`, also a traced one (each block's rate under scan over layers);
+    a `rate` attribute of 0 still switches the module off.
+    """
 
     rate: float = 0.0
 
     @nn.compact
-    def __call__(self, x, *, train: bool = False):
+    def __call__(self, x, *, train: bool = False, rate=None):
         if not train or self.rate == 0.0:
             return x
-        keep_prob = 1.0 - self.rate
+        keep_prob = 1.0 - (self.rate if rate is None else rate)
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
         return jnp.where(keep, x / keep_prob, 0).astype(x.dtype)

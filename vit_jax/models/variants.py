@@ -13,7 +13,7 @@ from vit_jax.models.heads import HEADS
 from vit_jax.models.norms import NORMS
 from vit_jax.models.pooling import POOLS
 from vit_jax.models.posemb import POSEMB, check_rope_coords
-from vit_jax.models.vit import VisionTransformer
+from vit_jax.models.vit import REMAT_POLICIES, VisionTransformer
 
 # name: (width, depth, mlp_dim, heads)
 SIZES: Dict[str, Tuple[int, int, int, int]] = {
@@ -88,6 +88,9 @@ def validate_options(opts: Dict[str, Any]) -> None:
     _check_choice("norm_placement", opts["norm_placement"], ("pre", "post"))
     _check_choice("attn_impl", opts["attn_impl"], kernels.ATTN_IMPLS)
     _check_choice("kernels", opts["kernels"], ("auto", *kernels.KERNELS.names()))
+    _check_choice("remat_policy", opts["remat_policy"], tuple(REMAT_POLICIES))
+    if opts["remat_policy"] != OPTION_DEFAULTS["remat_policy"] and not opts["remat"]:
+        raise ValueError(f"remat_policy={opts['remat_policy']!r} needs remat=True")
     for key in ("dtype", "param_dtype"):
         try:
             jnp.dtype(opts[key])

@@ -7,6 +7,10 @@ Module names are chosen so parameter paths equal the keys of Google's released V
 
 Per-block tokens are recorded with `sow` in the `intermediates` collection
 (`Transformer/block_{i}`); see `get_features`.
+
+`scan=True` runs the blocks under `flax.linen.scan`: one module `Transformer/encoderblock` whose
+variables have a leading `[depth]` axis (`vit_jax.models.scan` converts between the layouts);
+`remat=True` rematerialises each block in the backward pass, saving what `remat_policy` names.
 """
 
 import functools
@@ -14,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import flax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from vit_jax.models.attention import MultiHeadDotProductAttention
@@ -33,6 +38,7 @@ class Encoder1DBlock(nn.Module):
       layer_scale: initial LayerScale value, or None for no LayerScale.
       qk_norm, attn_impl, rope: forwarded to the attention layer.
       kernels: the kernel set of every layer (`vit_jax.kernels`).
+    A call's `drop_path` overrides drop_path_rate (a traced rate under scan; 0 still means off).
     """
 
     mlp_dim: int
@@ -52,7 +58,7 @@ class Encoder1DBlock(nn.Module):
     param_dtype: Any
 
     @nn.compact
-    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False):
+    def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, drop_path=None):
         norm = functools.partial(NORMS.get(self.norm), kernels=self.kernels)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         pre = self.norm_placement == "pre"
@@ -64,7 +70,7 @@ class Encoder1DBlock(nn.Module):
         )(y, grid=grid, num_prefix=num_prefix, train=train)  # fmt: skip
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
         y = LayerScale(self.layer_scale, name="ls1")(y) if self.layer_scale else y
-        x = x + DropPath(self.drop_path_rate)(y, train=train)
+        x = x + DropPath(self.drop_path_rate)(y, train=train, rate=drop_path)
         x = x if pre else norm(train=train, name="LayerNorm_0", **kw)(x)
 
         y = norm(train=train, name="LayerNorm_1", **kw)(x) if pre else x
@@ -73,14 +79,25 @@ class Encoder1DBlock(nn.Module):
             **kw,
         )(y, train=train)  # fmt: skip
         y = LayerScale(self.layer_scale, name="ls2")(y) if self.layer_scale else y
-        x = x + DropPath(self.drop_path_rate)(y, train=train)
+        x = x + DropPath(self.drop_path_rate)(y, train=train, rate=drop_path)
         return x if pre else norm(train=train, name="LayerNorm_1", **kw)(x)
+
+
+# Remat policies by name: what a rematerialised block keeps from its forward pass.
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the block's input
+    "dots": jax.checkpoint_policies.dots_saveable,  # keep every matmul output
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # weight matmuls
+    "everything": jax.checkpoint_policies.everything_saveable,  # keep all: no recomputation
+}
 
 
 class Encoder(nn.Module):
     """Position embedding, `depth` blocks with linearly increasing drop-path, final norm.
 
     `block` holds the Encoder1DBlock options shared by all blocks; `VisionTransformer` sets all.
+    With `scan` the blocks are one scanned module `encoderblock` (each block's drop-path rate a
+    scanned input; the stacked per-block tokens are sown as `block_{i}` when collected).
     """
 
     depth: int
@@ -94,6 +111,8 @@ class Encoder(nn.Module):
     dtype: Any
     param_dtype: Any
     rope_options: Optional[Dict[str, Any]] = None  # coords, ref_grid of a rotary scheme
+    remat_policy: str = "full"
+    scan: bool = False
 
     @nn.compact
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, registers=None):
@@ -114,16 +133,34 @@ class Encoder(nn.Module):
             num_prefix += registers.shape[1]
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
-        block = nn.remat(Encoder1DBlock, static_argnums=(2, 3, 4)) if self.remat else Encoder1DBlock
-        for i in range(self.depth):
-            x = block(
-                drop_path_rate=self.drop_path_rate * i / max(self.depth - 1, 1),
-                dropout_rate=self.dropout_rate,
-                rope=rope if in_attention else None,
-                name=f"encoderblock_{i}",
-                **self.block,
-                **kw,
-            )(x, grid, num_prefix, train)
+        block = Encoder1DBlock
+        if self.remat:  # inside scan, CSE cannot merge the recomputation with the forward pass
+            policy = REMAT_POLICIES[self.remat_policy]
+            block = nn.remat(
+                block, static_argnums=(2, 3, 4), policy=policy, prevent_cse=not self.scan
+            )
+        opts = dict(dropout_rate=self.dropout_rate, rope=rope if in_attention else None)
+        opts.update(self.block, **kw)
+        rates = [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        if self.scan:
+            collect = self.is_mutable_collection("intermediates")
+
+            def body(blk, x, rate):
+                x = blk(x, grid, num_prefix, train, rate)
+                return x, (x if collect else None)
+
+            scanned = nn.scan(
+                body, variable_axes={True: 0}, split_rngs={"params": True, "dropout": True},
+                length=self.depth,
+            )  # fmt: skip
+            blk = block(drop_path_rate=self.drop_path_rate, name="encoderblock", **opts)
+            x, tokens = scanned(blk, x, jnp.asarray(rates, jnp.float32))
+            for i in range(self.depth if collect else 0):
+                self.sow("intermediates", f"block_{i}", tokens[i])
+        for i in range(0 if self.scan else self.depth):
+            x = block(drop_path_rate=rates[i], name=f"encoderblock_{i}", **opts)(
+                x, grid, num_prefix, train
+            )
             self.sow("intermediates", f"block_{i}", x)
         if self.final_norm:
             norm = NORMS.get(self.block["norm"])
@@ -167,7 +204,9 @@ class VisionTransformer(nn.Module):
     param_dtype: Any = "float32"
     attn_impl: str = "auto"  # resolved by vit_jax.kernels.resolve before the model is built
     kernels: str = "auto"  # likewise: "stock" or "cpu" (vit_jax/kernels/__init__.py)
-    remat: bool = False
+    remat: bool = False  # recompute each block in the backward pass: less memory, more compute
+    remat_policy: str = "full"  # what remat keeps: a name in vit_jax.models.vit.REMAT_POLICIES
+    scan: bool = False  # blocks under nn.scan: stacked params, compile time flat in depth
     num_registers: int = 0  # "Vision Transformers Need Registers" (Darcet et al. 2024)
     prefix_posemb: bool = True  # False: no position embedding on the CLS token (big_vision)
     rope_coords: str = "index"  # rotary schemes: "index" or "reference" (posemb.ROPE_COORDS)
@@ -225,6 +264,7 @@ class VisionTransformer(nn.Module):
             self.depth, block, self.posemb, self.dropout_rate, self.drop_path_rate,
             self.final_norm, self.remat, self.prefix_posemb, name="Transformer", **kw,
             rope_options=dict(coords=self.rope_coords, ref_grid=self.rope_ref_grid),
+            remat_policy=self.remat_policy, scan=self.scan,
         )(x, (h, w), self.num_prefix, train, registers)  # fmt: skip
         if self.num_registers:  # registers take part in attention only: not pooled, not output
             p = self.num_prefix

@@ -13,17 +13,18 @@ import jax
 import numpy as np
 
 from vit_jax.models.posemb import resize_grid
+from vit_jax.models.scan import unstack_blocks
 
 
 def attention_maps(model, variables, images) -> List[np.ndarray]:
     """Attention weights of every encoder block, `depth` arrays `[B, heads, T, T]` (T = P + N).
 
     The fused attention kernels do not expose weights, so the model runs with the naive path, which
-    records them in the `intermediates` collection.
+    records them in the `intermediates` collection (stacked over the blocks with `scan=True`).
     """
     naive = model.clone(attn_impl="naive")
     _, state = jax.jit(lambda v, x: naive.apply(v, x, mutable=["intermediates"]))(variables, images)
-    blocks = state["intermediates"]["Transformer"]
+    blocks = unstack_blocks(state["intermediates"])["Transformer"]
     sown = [
         blocks[f"encoderblock_{i}"]["MultiHeadDotProductAttention_0"] for i in range(model.depth)
     ]
