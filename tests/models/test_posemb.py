@@ -199,12 +199,16 @@ def test_model_rope_coords_option():
     )
     big = jax.image.resize(images, (2, 32, 32, 3), "bilinear")
     assert not np.allclose(ref.apply({"params": params}, big), index.apply({"params": params}, big))
+    # "index" ignores rope_ref_grid (so a sweep over rope_coords can set it for every run).
+    index_too = models.create_model("Ti/4", 3, rope_ref_grid=4, **kw)
+    np.testing.assert_array_equal(
+        index_too.apply({"params": params}, big), index.apply({"params": params}, big)
+    )
     for bad, match in [
         (dict(rope_coords="pixel"), "unknown rope_coords 'pixel'"),
         (dict(rope_coords="reference"), "needs rope_ref_grid"),
         (dict(rope_coords="reference", rope_ref_grid=0), "rope_ref_grid=0 must be a positive"),
         (dict(rope_coords="reference", rope_ref_grid=-2), "rope_ref_grid=-2"),
-        (dict(rope_ref_grid=4), "only with rope_coords='reference'"),
         (dict(rope_coords="reference", rope_ref_grid=4, posemb="learn"), "rotary scheme"),
     ]:
         with pytest.raises(ValueError, match=match) as e:

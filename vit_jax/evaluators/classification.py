@@ -2,6 +2,8 @@
 
 Both score every example of a split once (the last batch is padded and masked), on any dataset,
 split, resolution and eval crop: the model resizes position tables to the input grid at call time.
+`patch_size` evaluates the model at another patch size: the patch-embedding kernel is resized with
+FlexiViT's pseudo-inverse resize (`vit_jax.weights.flexi`) inside the jitted step.
 """
 
 import functools
@@ -13,11 +15,23 @@ import jax.numpy as jnp
 from vit_jax import models
 from vit_jax.evaluators.base import EVALUATORS, RUN_KEYS, EvalError, Evaluator, with_options
 from vit_jax.models.losses import LOSSES
+from vit_jax.weights import flexi
 
 # Where a classification evaluator reads its images; None takes the run's value.
 DATA_KEYS = dict(
     dataset=None, split=None, image_size=None, batch_size=None, crop_pct=None, label_key=None
 )
+# The model's own options an evaluator may change; None keeps the trained model's.
+MODEL_KEYS = dict(patch_size=None)
+
+
+def _at_patch_size(step, patch: int):
+    """`step` with the variables' patch embedding resized to `patch` first (FlexiViT)."""
+
+    def fn(variables, batch):
+        return step(flexi.with_patch_size(variables, patch), batch)
+
+    return fn
 
 
 def _sum(tree_a, tree_b):
@@ -28,7 +42,7 @@ def _sum(tree_a, tree_b):
 class Classification(Evaluator):
     """Loss, top-1 and top-5 accuracy of single-label classification on one split."""
 
-    KEYS = DATA_KEYS
+    KEYS = dict(DATA_KEYS, **MODEL_KEYS)
     MULTI_LABEL = False
 
     def __init__(self, *args):
@@ -39,9 +53,14 @@ class Classification(Evaluator):
 
     @classmethod
     def spec_error(cls, config, spec):
-        size = spec["image_size"]
-        if size is not None:
-            patch = models.config_options(config.model)["patch_size"][0]
+        size, patch = spec["image_size"], spec["patch_size"]
+        if patch is not None and (
+            not isinstance(patch, int) or isinstance(patch, bool) or patch < 1
+        ):
+            return f"patch_size={patch!r} must be a positive int (None: the model's)"
+        if patch is not None or size is not None:
+            patch = patch or models.config_options(config.model)["patch_size"][0]
+            size = config.image_size if size is None else size
             if not isinstance(size, int) or size <= 0 or size % patch:
                 return f"image_size={size!r} is not a positive multiple of the patch size {patch}"
         if spec["batch_size"] is not None and not spec["batch_size"] > 0:
@@ -92,7 +111,12 @@ class Classification(Evaluator):
             self._batches = data.eval_iterator(self.config)
         key = id(context.model)
         if key not in self._fns:
-            step = functools.partial(self.step, model=context.model, loss_name=context.loss)
+            model, patch = context.model, self.spec.get("patch_size")
+            if patch:
+                model = model.clone(patch_size=(patch, patch))
+            step = functools.partial(self.step, model=model, loss_name=context.loss)
+            if patch:
+                step = _at_patch_size(step, patch)
             self._fns[key] = jax.jit(step, out_shardings=context.out_sharding)
         sums = None
         for batch in self._batches:
@@ -133,7 +157,7 @@ class MultiLabel(Classification):
     """ReaL-style top-1 (Beyer et al. 2020): the top prediction counts as correct if it is in the
     image's set of labels; images whose set is empty are skipped (`skipped` counts them)."""
 
-    KEYS = dict(DATA_KEYS, label_key="real_label")
+    KEYS = dict(DATA_KEYS, label_key="real_label", **MODEL_KEYS)
     MULTI_LABEL = True
 
     @staticmethod

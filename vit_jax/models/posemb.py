@@ -203,6 +203,7 @@ def rotate_half_pairs(x: jax.Array, angles: jax.Array) -> jax.Array:
 # "reference": t = index * ref / n per axis, with `ref` the reference (training) grid
 #   (`rope_ref_grid`): any grid spans [0, ref), a larger one at a finer step (interpolation), and at
 #   the reference grid t = index exactly (EVA-02's and timm's `ref_feat_shape`).
+# "index" ignores ref_grid, so one config can sweep rope_coords=index,reference.
 ROPE_COORDS = ("index", "reference")
 
 
@@ -228,8 +229,6 @@ def check_rope_coords(coords: str, ref_grid) -> None:
         raise ValueError(
             "rope_coords='reference' needs rope_ref_grid: the training grid, image_size // patch"
         )
-    if coords == "index" and ref_grid is not None:
-        raise ValueError("rope_ref_grid is used only with rope_coords='reference'; drop it")
 
 
 def grid_positions(

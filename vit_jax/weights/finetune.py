@@ -100,12 +100,15 @@ def load_pretrained(
     skip_head: bool = True,
     method: str = "bilinear",
     ckpt_grid: Optional[Grid] = None,
+    resize_patch: bool = True,
     seed: int = 0,
 ) -> Dict[str, Any]:
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
 
     Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads) and learned
-    position tables are interpolated to the new patch grid. With `skip_head`, the classifier is the
+    position tables are interpolated to the new patch grid. A checkpoint of another patch size has its
+    patch-embedding kernel resized to the model's (FlexiViT's pseudo-inverse resize,
+    `vit_jax.weights.flexi`), so `B/16` weights start a `B/8` model. With `skip_head`, the classifier is the
     model's fresh (zero-initialised) head for its own number of classes, and `pre_logits` is kept only if
     the model has a representation layer of the checkpoint's size (fresh if another size, dropped if none).
 
@@ -117,6 +120,8 @@ def load_pretrained(
       skip_head: replace the head (fine-tuning on new classes); False loads it too (shapes must match).
       method: position-table interpolation, "bilinear" or "bicubic".
       ckpt_grid: the checkpoint's patch grid, needed only when it is not square.
+      resize_patch: resize the patch embedding of a checkpoint with another patch size; False: that
+        is a shape error.
       seed: PRNG seed for freshly initialised parameters.
 
     Returns:
@@ -134,7 +139,7 @@ def load_pretrained(
     flat = npz.canonical(_reader(path, fmt)(path), path)
     params = npz.match_params(
         flat, target, source=path, skip_head=skip_head, grid=grid, ckpt_grid=ckpt_grid,
-        method=method,
+        method=method, resize_patch=resize_patch,
     )  # fmt: skip
     fresh = [n for n in npz.HEAD_KEYS if n in target and n not in params]
     if fresh:

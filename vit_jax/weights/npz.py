@@ -28,6 +28,7 @@ import numpy as np
 from vit_jax.common import files, trees
 from vit_jax.models import posemb
 from vit_jax.models.posemb import Grid
+from vit_jax.weights import flexi
 
 Flat = Dict[str, np.ndarray]
 
@@ -184,6 +185,7 @@ def match_params(
     source: str = "checkpoint",
     skip_head: bool = False,
     resize_posemb: bool = True,
+    resize_patch: bool = False,
     grid: Optional[Grid] = None,
     ckpt_grid: Optional[Grid] = None,
     method: str = "bilinear",
@@ -199,6 +201,8 @@ def match_params(
         model has one of the same shape, else left out too.
       resize_posemb: interpolate learned position tables to the model's grid; if False a different grid
         is a shape error.
+      resize_patch: a checkpoint of another patch size gets its `embedding/kernel` resized to the
+        model's (FlexiViT, `vit_jax.weights.flexi`); if False that is a shape error.
       grid, ckpt_grid: patch grids of the model and the checkpoint, needed only when not square.
       method: interpolation for position tables ("bilinear", "bicubic").
 
@@ -220,6 +224,8 @@ def match_params(
                 value = _fit_posemb(key, value, shape, *prefixes, (ckpt_grid, grid), method)
             except ValueError as e:
                 raise ValueError(f"checkpoint {source}, {key}: {e} (ckpt_grid= / grid=)") from e
+        if key == flexi.KERNEL_KEY and resize_patch and value.shape[2:] == shape[2:]:
+            value = flexi.resize_patch_embedding(np.asarray(value), shape[:2])
         if value.shape == shape:
             out[key] = np.asarray(value).astype(want[key].dtype)
         elif not skipped(key):
