@@ -24,13 +24,14 @@ from vit_jax import config as config_lib
 from vit_jax import models
 from vit_jax.common import files, trees
 from vit_jax.common.errors import Error, first_line
+from vit_jax.models import scan
 
 # Keys that may differ between the saved run and a resumed one without changing what is trained.
 RESUMABLE_KEYS = (
     "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
     "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
     "nan_policy", "model.attn_impl", "model.kernels", "model.remat", "mesh.data", "mesh.fsdp",
-    "distributed", "cpu_devices", "best_metric",
+    "distributed", "cpu_devices", "best_metric", "model.scan", "model.remat_policy",
 )  # fmt: skip
 RESUMABLE_PREFIXES = ("evals.",)  # what a run measures does not change what it trains
 
@@ -100,6 +101,9 @@ def restore_from(manager: ocp.CheckpointManager, step: Optional[int] = None, tar
       target: the state's structure as arrays or `jax.ShapeDtypeStruct`s (with shardings to restore
         sharded); None restores every saved array as a NumPy array on the host.
 
+    The encoder blocks may be saved in the other layout than `target`'s (a run resumed with
+    another `model.scan`): they are read as saved and converted (`vit_jax.models.scan`).
+
     Raises:
       CheckpointError (one line) when there is no checkpoint, or it does not fit `target`, or it is
       corrupt.
@@ -111,8 +115,34 @@ def restore_from(manager: ocp.CheckpointManager, step: Optional[int] = None, tar
     meta = _quietly(lambda: manager.item_metadata(step), path)
     if target is None:
         target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), dict(meta))
-    _check_fits(_shapes(meta), _shapes(target), path)
-    return _quietly(lambda: manager.restore(step, args=ocp.args.StandardRestore(target)), path)
+    saved = _shapes(meta)
+    as_saved = _in_saved_layout(target, saved)
+    _check_fits(saved, _shapes(as_saved), path)
+    args = ocp.args.StandardRestore(as_saved)
+    state = _quietly(lambda: manager.restore(step, args=args), path)
+    if jax.tree.structure(as_saved) == jax.tree.structure(target):
+        return state
+    shardings = [getattr(x, "sharding", None) for x in jax.tree.leaves(target)]
+    if any(s is None for s in shardings):  # host arrays
+        return scan.match_layout(state, target)
+    out = jax.tree.unflatten(jax.tree.structure(target), shardings)
+    return jax.jit(lambda s: scan.match_layout(s, target), out_shardings=out)(state)
+
+
+def _in_saved_layout(target, saved: Dict[str, tuple]):
+    """`target` with each mapping of encoder blocks in the layout of the `saved` arrays there."""
+
+    def convert(path, sub):
+        if not scan.has_blocks(sub):
+            return sub
+        prefix = "".join(f"{_key_name(k)}." for k in path) + scan.BLOCK
+        if any(k.startswith(prefix + ".") for k in saved):
+            return scan.stack_blocks(sub)
+        if any(k.startswith(prefix + "_0.") for k in saved):
+            return scan.unstack_blocks(sub)
+        return sub
+
+    return jax.tree_util.tree_map_with_path(convert, target, is_leaf=scan.has_blocks)
 
 
 def saved_steps(directory: str) -> List[int]:

@@ -14,6 +14,10 @@ e.g. wd=1e-4 at peak lr 1e-3 shrinks the weights by 1e-7 per step in the "lr" fo
 the "schedule" form. Per-parameter rules follow big_vision's `lr_mults` / `wd_mults` / frozen
 schedules (regex → value, first full match wins, on "/"-joined parameter paths such as
 "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel") and timm/BEiT's layer-wise lr decay.
+The rules name the blocks one by one also for a model with `scan=True` (stacked blocks): where they
+treat all blocks alike they apply to the stacked arrays; where they differ (layer_decay), and for
+Adafactor (whose factoring depends on the shapes), the optimizer runs on the per-block view of the
+stacked arrays (`on_blocks`), so a scanned model trains as the unrolled one does.
 """
 
 import re
@@ -24,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.models import scan
 from vit_jax.weights.npz import HEAD_KEYS
 
 WEIGHT_DECAY_FORMS = ("lr", "schedule")
@@ -112,6 +117,32 @@ def param_rules(config, params) -> Dict[Tuple[str, ...], Rule]:
     return out
 
 
+def stacked_rules(rules: Dict[Tuple[str, ...], Rule]) -> Optional[Dict[Tuple[str, ...], Rule]]:
+    """The rules of per-block parameters (`encoderblock_{i}`) for the stacked layout (`scan=True`,
+    `encoderblock`), or None when the blocks' rules differ (layer_decay, a rule naming a block)."""
+    out: Dict[Tuple[str, ...], Rule] = {}
+    for path, rule in rules.items():
+        key = tuple(scan.BLOCK if re.fullmatch(rf"{scan.BLOCK}_\d+", p) else p for p in path)
+        if out.setdefault(key, rule) != rule:
+            return None
+    return out
+
+
+def on_blocks(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx` applied to the per-block view of stacked blocks (`scan=True`): per-block rules work as
+    for an unrolled model, and the state is laid out as an unrolled run's."""
+
+    def init(params):
+        return tx.init(scan.unstack_blocks(params))
+
+    def update(updates, state, params=None):
+        view = None if params is None else scan.unstack_blocks(params)
+        updates, state = tx.update(scan.unstack_blocks(updates), state, view)
+        return scan.stack_blocks(updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def decay_mask(params):
     """True for weight matrices (`kernel`); biases, norms, CLS and position tables are not decayed."""
     flat = flax.traverse_util.flatten_dict(params)
@@ -194,8 +225,13 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
             )
         rules = None
         groups = {"all": (1.0, 1.0)}
-    else:
-        rules = param_rules(config, params)
+    per_block = False
+    if params is not None:
+        stacked = scan.is_stacked(params)  # rules are stated for the blocks one by one
+        rules = param_rules(config, scan.unstack_blocks(params) if stacked else params)
+        if stacked:  # factored second moments depend on the arrays' shapes: per block too
+            per_block = stacked_rules(rules) is None or "adafactor" in config.optimizer
+            rules = rules if per_block else stacked_rules(rules)
         groups = _groups(rules)
     clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip else []
 
@@ -214,6 +250,7 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
         trained = _tree({k: not r.frozen for k, r in rules.items()})
         clip = [optax.masked(c, trained) for c in clip]  # the norm of what trains
         tx = optax.chain(*clip, optax.multi_transform(txs, labels))
+    tx = on_blocks(tx) if per_block else tx
     if config.ema_decay:
         tx = optax.chain(tx, ema_params(config.ema_decay))
     return tx

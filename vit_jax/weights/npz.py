@@ -11,6 +11,7 @@ Every key is translated on its own, so one reader covers the layouts in circulat
   scanned encoder `Transformer/encoderblock/...` with a leading depth axis.
 
 `export_npz` writes the vit_jax layout, the one timm's `_load_weights` (`load_pretrained`) reads.
+A model with `scan=True` (stacked blocks) reads and writes the same per-block keys.
 Learned position tables are resized with `vit_jax.models.posemb.resize_table` / `resize_axis`.
 """
 
@@ -26,7 +27,7 @@ import ml_dtypes
 import numpy as np
 
 from vit_jax.common import files, trees
-from vit_jax.models import posemb
+from vit_jax.models import posemb, scan
 from vit_jax.models.posemb import Grid
 from vit_jax.weights import flexi
 
@@ -207,12 +208,15 @@ def match_params(
       method: interpolation for position tables ("bilinear", "bicubic").
 
     Returns:
-      Nested dict of numpy arrays in the target's dtypes (without the skipped head).
+      Nested dict of numpy arrays in the target's dtypes (without the skipped head); the blocks
+      stacked where the target's are (a model with `scan=True`).
 
     Raises:
       ValueError: one message listing every shape difference, missing and unexpected key.
     """
-    want = _flat_shapes(target)
+    stacked = scan.is_stacked(target)
+    want = _flat_shapes(scan.unstack_blocks(target) if stacked else target)
+    flat = _unscan(flat)
     skipped = lambda k: skip_head and k.split("/")[0] in HEAD_KEYS
     prefixes = int("cls" in flat), int("cls" in want)
     out, bad_shapes = {}, []
@@ -236,7 +240,8 @@ def match_params(
         raise ValueError(_mismatch_message(source, flat, want, bad_shapes, missing, unexpected))
     if skip_head:
         out = {k: v for k, v in out.items() if k.split("/")[0] != "head"}
-    return flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
+    out = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
+    return scan.stack_blocks(out) if stacked else out
 
 
 def load_npz(path: str, target, **kwargs) -> Dict[str, Any]:
@@ -261,7 +266,7 @@ def to_layout(params, layout: str = "vit_jax") -> Flat:
         raise ValueError(
             f"unknown checkpoint layout {layout!r}; choose one of: {', '.join(LAYOUTS)}"
         )
-    flat = {k: np.asarray(v) for k, v in _flat_shapes(params).items()}
+    flat = {k: np.asarray(v) for k, v in _flat_shapes(scan.unstack_blocks(params)).items()}
     # timm and older readers cannot read bfloat16 from npz; float32 holds every bfloat16 exactly.
     flat = {
         k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v for k, v in flat.items()
