@@ -71,6 +71,8 @@ def test_flops_and_roofline(report):
     assert train["roofline_s"] == pytest.approx(max(compute, memory))
     assert train["roofline_images_per_s"] == pytest.approx(c.batch_size / max(compute, memory))
     assert train["bound"] == ("compute" if compute >= memory else "memory")
+    assert train["mfu_at_roofline"] == pytest.approx(compute / max(compute, memory))
+    assert (train["compute_s"], train["memory_s"]) == pytest.approx((compute, memory))
 
 
 def test_fsdp_shards_the_largest_arrays():
@@ -177,3 +179,18 @@ def test_cli_bad_input_is_one_line(args, message):
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+def test_scanned_blocks_use_the_analytic_roofline():
+    """XLA's cost analysis counts a scan body once (1/8 of the blocks here): the report says so and
+    bounds the step by the analytic compute time alone."""
+    c = tiny_config()
+    c.model.update(dict(depth=8, scan=True))
+    train = aot.compile_report(c, "v5e:2x2")["train"]
+    assert train["xla_counts_loops_once"] and train["memory_s"] is None
+    assert train["xla_flops"] < 0.5 * train["analytic_flops"]
+    assert train["roofline_s"] == train["compute_s"] and train["bound"] == "compute"
+    c.model.scan = False
+    unrolled = aot.compile_report(c, "v5e:2x2")["train"]
+    assert not unrolled["xla_counts_loops_once"] and unrolled["memory_s"] > 0
+    assert unrolled["analytic_flops"] == train["analytic_flops"]
