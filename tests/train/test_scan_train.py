@@ -129,3 +129,23 @@ def test_a_run_resumes_with_scan_switched_on_and_off(tmp_path):
         want, got = scan.unstack_blocks(want), scan.unstack_blocks(got)
         for key in ("params", "opt_state"):
             jax.tree.map(lambda a, b: _close(a, b, rtol=1e-4, atol=1e-6), got[key], want[key])
+
+
+def test_inference_loads_a_scanned_run_into_either_layout(tmp_path):
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    config = tiny_config(image_size=8, num_classes=5)
+    config.model.update(dict(norm="batchnorm", scan=True, **TINY))
+    model = vit_jax.models.from_config(config.model, 5)
+    variables = jax.jit(lambda: model.init(jax.random.PRNGKey(1), X))()
+    state = dict(step=np.int32(1), params=variables["params"], batch_stats=variables["batch_stats"])
+    ckpt = Checkpointer(str(tmp_path), 2, async_save=False)
+    ckpt.save(1, state)
+    ckpt.close()
+    (tmp_path / "config.json").write_text(config.to_json())
+    want = model.apply(variables, X)
+    for use_scan in (True, False):
+        config.model.scan = use_scan
+        m, v, _, _ = inference.load_run(str(tmp_path), config)
+        assert scan.is_stacked(v) == use_scan and m.scan == use_scan
+        np.testing.assert_allclose(m.apply(v, X), want, rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ from absl import logging
 from vit_jax import models
 from vit_jax.common import trees
 from vit_jax.data.core import DataError
+from vit_jax.models import scan
 from vit_jax.train import checkpoint
 from vit_jax.train.checkpoint import CheckpointError
 from vit_jax.weights import npz
@@ -63,7 +64,10 @@ def load_run(workdir_or_checkpoint: str, config=None):
     model = models.from_config(config.model, num_classes)
     variables = {"params": _fit(model, config, params, source)}
     if batch_stats:
-        variables["batch_stats"] = batch_stats
+        # in the model's block layout (a checkpoint written before a resume with another model.scan)
+        variables["batch_stats"] = (scan.stack_blocks if model.scan else scan.unstack_blocks)(
+            batch_stats
+        )
     if len(names) != num_classes:
         names = tuple(str(i) for i in range(num_classes))
     return model, variables, config, names
