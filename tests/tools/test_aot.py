@@ -194,3 +194,16 @@ def test_scanned_blocks_use_the_analytic_roofline():
     unrolled = aot.compile_report(c, "v5e:2x2")["train"]
     assert not unrolled["xla_counts_loops_once"] and unrolled["memory_s"] > 0
     assert unrolled["analytic_flops"] == train["analytic_flops"]
+
+
+def test_scan_depth_script(tmp_path):
+    """scripts/aot_scan_depth.py: one row per depth and layout, the same model either way."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import aot_scan_depth
+
+    out = tmp_path / "scan.json"
+    argv = ["--topology=v5e:2x2", "--depths=2", "--batch=8", "--variant=Ti/16", "--image-size=32"]
+    rows = aot_scan_depth.main([*argv, f"--json={out}"])
+    assert [(r["depth"], r["scan"]) for r in rows] == [(2, False), (2, True)]
+    assert all(r["fits"] and r["compile_train_s"] > 0 for r in rows)
+    assert json.loads(out.read_text())["rows"] == rows
