@@ -14,6 +14,11 @@ timm/PyTorch in the same process (`vit_jax/tools/timm_bench.py`: AdamW; bf16 aut
 attention, timm's default; `--timm-compile` adds torch.compile) and prints the ratio. Prints a
 table, then one JSON line per run; `--json=PATH` appends the same lines to PATH. Imports neither
 TensorFlow nor ml_collections; torch and timm are imported only for `--vs-timm`.
+
+`--profile-steps=N --profile-dir=DIR` then runs N more Flax steps under a `jax.profiler` trace
+(each step annotated with its number), written to DIR/plugins/profile/<run>/<host>.xplane.pb for
+TensorBoard's profile plugin (`tensorboard --logdir DIR`; see docs/performance.md). DIR may be a URL
+(gs://); the timed steps are never traced.
 """
 
 import argparse
@@ -25,7 +30,8 @@ from typing import Any, Dict, List
 import jax
 
 import vit_jax
-from vit_jax.common import cpu_devices, errors, host_memory
+from vit_jax.common import cpu_devices, errors, files, host_memory
+from vit_jax.common.profiling import StepProfiler
 from vit_jax.tools import benchmark as bench
 
 
@@ -79,14 +85,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--label", default="", help="free text copied into the JSON record")
     p.add_argument("--json", metavar="PATH", help="append the JSON lines to PATH")
+    p.add_argument(
+        "--profile-steps", type=int, default=0,
+        help="after the timed steps, trace N more Flax steps with jax.profiler (0: off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--profile-dir", metavar="DIR",
+        help="where --profile-steps writes: DIR/plugins/profile/<run>/*.xplane.pb (tensorboard "
+        "--logdir DIR); local or gs://",
+    )  # fmt: skip
     args = p.parse_args(argv)
     positive = ("image_size", "batch", "num_classes", "steps")
-    for key, low in [*((k, 1) for k in positive), ("warmup", 0), ("grad_clip", 0)]:
+    at_least_0 = (("warmup", 0), ("grad_clip", 0), ("profile_steps", 0))
+    for key, low in [*((k, 1) for k in positive), *at_least_0]:
         if getattr(args, key) < low:
             name = "--" + key.replace("_", "-")
             errors.fail(f"{name}={getattr(args, key)} must be >= {low}")
     if args.peak_tflops is not None and not args.peak_tflops > 0:
         errors.fail(f"--peak-tflops={args.peak_tflops} must be positive")
+    if args.profile_steps and not args.profile_dir:
+        errors.fail("--profile-steps needs --profile-dir=DIR (tensorboard --logdir DIR shows it)")
+    if args.profile_steps and args.skip_flax:
+        errors.fail("--profile-steps traces the Flax step; drop --skip-flax")
     return args
 
 
@@ -171,6 +191,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         runners = [p(args, model) for p in prepare]
         timings = bench.time_interleaved([r.step for r in runners], args.warmup, args.steps)
         results = [r.record(*t) for r, t in zip(runners, timings)]
+        if not args.skip_flax:
+            _profile(args, runners[0])
     else:  # one after the other: only one framework's memory is held at a time
         results = []
         for p in prepare:
@@ -178,6 +200,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
             results.append(
                 runner.record(*bench.time_interleaved([runner.step], args.warmup, args.steps)[0])
             )
+            if p is bench.prepare_flax:
+                _profile(args, runner)
             del runner  # frees this framework's model before the next one is built
     records = [
         bench.add_mfu({**common, **r, "interleaved": args.interleave}, peak, source)
@@ -186,6 +210,17 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     if len(records) == 2:
         records[0]["vs_timm"] = records[0]["images_per_s"] / records[1]["images_per_s"]
     return records
+
+
+def _profile(args: argparse.Namespace, runner) -> None:
+    """`--profile-steps` more steps of the (warm) Flax step under a trace in `--profile-dir`."""
+    if not args.profile_steps:
+        return
+    say = lambda message: print(message, file=sys.stderr, flush=True)
+    profiler = StepProfiler(args.profile_dir, args.profile_steps, 1, name=args.mode, say=say)
+    for i in range(1, args.profile_steps + 1):
+        profiler(i, runner.step)
+    profiler.close()
 
 
 def _timm(args, model):
@@ -215,8 +250,7 @@ def _main(argv) -> None:
     lines = [json.dumps(rec) for rec in records]
     print("\n".join(lines))
     if args.json:
-        with open(args.json, "a") as f:
-            f.write("\n".join(lines) + "\n")
+        files.append_text(args.json, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

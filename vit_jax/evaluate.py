@@ -21,7 +21,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import cli, evaluators  # noqa: E402
-from vit_jax.common import errors  # noqa: E402
+from vit_jax.common import errors, files  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file with the evaluators (default: the run's config.json)."
@@ -39,20 +39,19 @@ _USAGE = (
 
 
 def _run_config(workdir: str):
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = files.join(workdir, "config.json")
+    if not files.exists(path):
         errors.fail(f"no config.json in {workdir}: is it a training run's --workdir?")
     from vit_jax import config as config_lib  # noqa: PLC0415
 
-    with open(path) as f:
-        return config_lib.from_saved(json.load(f))
+    return config_lib.from_saved(json.loads(files.read_text(path)))
 
 
 def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         errors.fail(f"unexpected arguments {argv[1:]} ({_USAGE})")
-    if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
+    if not _WORKDIR.value or not files.isdir(_WORKDIR.value):
         errors.fail(f"--workdir must be a training run's directory, got {_WORKDIR.value!r}")
     if _BEST.value and _STEP.value is not None:
         errors.fail("--best and --step choose a checkpoint each; pass one of them")

@@ -90,9 +90,9 @@ def _run(images: List[str]) -> None:
     if _ATTENTION_MAP.value and len(images) != 1:
         raise UsageError(f"--attention_map takes exactly one image file, got {len(images)}")
     for path in images:  # before the (slow) model load
-        if os.path.isdir(path):
+        if files.isdir(path):
             raise UsageError(f"{path} is a folder, not an image file; name the image files")
-        if not os.path.isfile(path):
+        if not files.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist")
     for flag, value in (
         ("--export_npz", _EXPORT_NPZ.value),

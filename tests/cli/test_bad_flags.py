@@ -29,6 +29,7 @@ AT_LEAST_1 = (
 )  # fmt: skip
 AT_LEAST_0 = (
     "seed", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "prefetch",
+    "profile_steps",
     "weight_decay", "grad_clip", "momentum", "aug.randaug_n", "aug.randaug_m", "aug.mixup_alpha",
     "aug.cutmix_alpha", "model.num_registers", "model.representation_size",  # 0: no pre-logits layer, as None
 )  # fmt: skip

@@ -117,6 +117,39 @@ def test_cli_prints_a_table_and_valid_json(capsys, tmp_path, mode):
     assert 0.95 <= rec["flops_per_image_xla"] / rec["flops_per_image"] <= 1.25
 
 
+def test_cli_profiles_steps_after_the_timed_ones(capsys, tmp_path):
+    """--profile-steps=2: a jax.profiler trace of two more steps, each annotated with its number,
+    where TensorBoard's profile plugin looks (DIR/plugins/profile/<run>/<host>.xplane.pb)."""
+    (rec,) = _run_cli(capsys, tmp_path, "--profile-steps=2", f"--profile-dir={tmp_path / 'tb'}")
+    assert len(rec["step_s_all"]) == 2  # the timed steps are not the traced ones
+    (xplane,) = (tmp_path / "tb" / "plugins" / "profile").glob("*/*.xplane.pb")
+    profile = jax.profiler.ProfileData.from_file(str(xplane))
+    steps = [
+        dict(e.stats)["step_num"]
+        for plane in profile.planes
+        for line in plane.lines
+        for e in line.events
+        if e.name == "train"
+    ]
+    assert sorted(steps) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--profile-steps=2"], "error: --profile-steps needs --profile-dir=DIR"),
+        (["--profile-steps=-1"], "error: --profile-steps=-1 must be >= 0"),
+        (
+            ["--profile-steps=1", "--profile-dir=x", "--vs-timm", "--skip-flax"],
+            "error: --profile-steps traces the Flax step; drop --skip-flax",
+        ),
+    ],
+)
+def test_cli_bad_profile_flags(capsys, flags, message):
+    assert benchmark.main([*TINY, *flags]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+
+
 def test_cli_vs_timm_reports_the_ratio(capsys, tmp_path):
     pytest.importorskip("timm")
     flax_rec, timm_rec = _run_cli(capsys, tmp_path, "--vs-timm", "--mode=infer")

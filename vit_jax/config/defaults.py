@@ -120,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.async_checkpointing = True
     c.allow_config_change = False  # resume a workdir whose saved config differs
     c.progress_bar = True
+    # A jax.profiler trace of N train steps, from the second step of each (re)start, into
+    # workdir/tb/plugins/profile (TensorBoard's profile plugin; docs/workdirs.md); 0: off.
+    c.profile_steps = 0
     return c
 
 

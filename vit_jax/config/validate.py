@@ -78,6 +78,8 @@ def check_values(config, num_devices: int = None) -> None:
     check_param_rules(config)
     if config.momentum is not None and config.momentum < 0:
         raise ConfigError(f"config.momentum={config.momentum} must not be negative")
+    if config.profile_steps < 0:
+        raise ConfigError(f"config.profile_steps={config.profile_steps} must not be negative")
     try:
         read_config(config)  # the data keys, checked where the data pipeline defines them
     except ValueError as e:

@@ -25,7 +25,6 @@ import fcntl
 import functools
 import itertools
 import json
-import os
 import re
 import statistics
 import sys
@@ -192,7 +191,7 @@ def _locked(path: Optional[str]):
 
 def restore_final_state(config, workdir: str, abstract, shardings):
     """The train state of the run's final checkpoint (step == config.total_steps)."""
-    directory = os.path.join(workdir, "checkpoints")
+    directory = files.join(workdir, "checkpoints")
     steps = checkpoint.saved_steps(directory)
     if config.total_steps not in steps:
         raise CheckpointError(
@@ -234,9 +233,7 @@ def evaluate_sizes(config, workdir: str, sizes: Sequence[int]) -> Tuple[Dict[int
 def images_per_second(workdir: str) -> float:
     """Median train throughput logged in metrics.jsonl (the median ignores the rows that include
     compilation, one per (re)start)."""
-    rows = [
-        r for r in read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
-    ]
+    rows = [r for r in read_metrics(files.join(workdir, "metrics.jsonl")) if r["split"] == "train"]
     return statistics.median(r["images_per_sec"] for r in rows) if rows else float("nan")
 
 
@@ -246,13 +243,12 @@ def run_one(base, run: Run, sweep_dir: str, eval_sizes: Sequence[int], train_fn:
     A run with a result.json is skipped, after checking its saved config matches this sweep's.
     """
     config = run_config(base, run)
-    workdir = os.path.join(sweep_dir, "runs", run.name)
+    workdir = files.join(sweep_dir, "runs", run.name)
     path = result_path(sweep_dir, run)
-    if os.path.exists(path):
+    if files.exists(path):
         check_or_write_config(workdir, config)  # a different base config in this sweep dir: error
         _say(f"skip {run.name}: done ({path})")
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(files.read_text(path))
     _say(f"run {run.name} in {workdir}")
     start = time.perf_counter()
     final = train_fn(config, workdir)
@@ -270,8 +266,9 @@ def run_one(base, run: Run, sweep_dir: str, eval_sizes: Sequence[int], train_fn:
         num_params=num_params,
         images_per_sec=images_per_second(workdir), seconds=time.perf_counter() - start,
     )  # fmt: skip
-    with files.atomic_write(path) as f:
-        json.dump(result, f, indent=2)
+    if jax.process_index() == 0:  # the other processes of a multi-host sweep write nothing
+        with files.atomic_write(path) as f:
+            json.dump(result, f, indent=2)
     top1 = "  ".join(f"{s}px {evals[s]['top1']:.4f}" for s in sizes)
     _say(f"done {run.name}: top-1 {top1}")
     return result
@@ -303,15 +300,15 @@ def run_sweep(
         config = run_config(base, run)
         validate(config)
         check_eval_sizes(config, eval_sizes)
-    os.makedirs(sweep_dir, exist_ok=True)
+    files.makedirs(sweep_dir)
     for i, run in enumerate(runs):
         _say(f"[{i + 1}/{len(runs)}]")
-        done = os.path.exists(result_path(sweep_dir, run))
+        done = files.exists(result_path(sweep_dir, run))
         with _locked(None if done else lock):  # skipping a finished run needs no CPU
             result = run_one(base, run, sweep_dir, eval_sizes, train_fn)
         if result is None:
             _say(f"stopped during {run.name}; rerun the same command to continue")
             return False
-        if not done:
+        if not done and jax.process_index() == 0:
             report(runs, sweep_dir)
     return True

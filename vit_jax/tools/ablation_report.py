@@ -2,12 +2,13 @@
 table.md / table.csv, and the plots accuracy.png, resolution.png, curves.png (see `ablation.py`)."""
 
 import csv
+import io
 import json
-import os
 import re
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from vit_jax.common import files
 from vit_jax.train.metrics_log import read_metrics
 
 RESULT = "result.json"
@@ -17,7 +18,7 @@ PLOT_FILES = ("accuracy.png", "resolution.png", "curves.png")
 
 def result_path(sweep_dir: str, run) -> str:
     """`sweep_dir/runs/<run.name>/result.json`: written once a run and its evals are done."""
-    return os.path.join(sweep_dir, "runs", run.name, RESULT)
+    return files.join(sweep_dir, "runs", run.name, RESULT)
 
 
 # ------------------------------------------------------------------ summary
@@ -26,9 +27,8 @@ def load_results(runs: Sequence[Any], sweep_dir: str) -> List[dict]:
     out = []
     for run in runs:
         path = result_path(sweep_dir, run)
-        if os.path.exists(path):
-            with open(path) as f:
-                out.append(json.load(f))
+        if files.exists(path):
+            out.append(json.loads(files.read_text(path)))
     return out
 
 
@@ -113,19 +113,18 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
     header += [f"top1_{stat}_{s}" for s in sizes for stat in ("mean", "std")]
     rep = _all_representation(rows)
     header += [f"{k}_{stat}" for k in rep for stat in ("mean", "std")]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for r in rows:
-            cells = [r["overrides"][k] for k in keys]
-            cells += [r["seeds"], r["num_params"], round(r["images_per_sec"], 1), r["train_size"]]
-            for s in sizes:
-                cells += [f"{v:.6f}" if v == v else "" for v in r["top1"].get(s, ("", ""))]
-            for k in rep:
-                cells += [
-                    f"{v:.6f}" if v == v else "" for v in r["representation"].get(k, ("", ""))
-                ]
-            w.writerow(cells)
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(header)
+    for r in rows:
+        cells = [r["overrides"][k] for k in keys]
+        cells += [r["seeds"], r["num_params"], round(r["images_per_sec"], 1), r["train_size"]]
+        for s in sizes:
+            cells += [f"{v:.6f}" if v == v else "" for v in r["top1"].get(s, ("", ""))]
+        for k in rep:
+            cells += [f"{v:.6f}" if v == v else "" for v in r["representation"].get(k, ("", ""))]
+        w.writerow(cells)
+    files.write_text(path, f.getvalue())
 
 
 def _pyplot():
@@ -154,7 +153,7 @@ def plot_accuracy(rows: Sequence[dict], path: str) -> None:
     ax.set_ylabel(f"top-1 % @{rows[0]['train_size']}px (mean ± std)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    files.write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -175,14 +174,14 @@ def plot_resolution(rows: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    files.write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
 def _train_curve(workdir: str, metric: str) -> Dict[int, float]:
     """{step: value} of the train rows (a resumed run logs some steps twice: the last one counts)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    rows = read_metrics(path) if os.path.exists(path) else []
+    path = files.join(workdir, "metrics.jsonl")
+    rows = read_metrics(path) if files.exists(path) else []
     return {r["step"]: r[metric] for r in rows if r["split"] == "train"}
 
 
@@ -195,7 +194,7 @@ def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str) -> None:
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for label in labels:
             workdirs = [
-                os.path.join(sweep_dir, "runs", run.name)
+                files.join(sweep_dir, "runs", run.name)
                 for run in runs
                 if run.label == label and run.name in done
             ]
@@ -209,7 +208,7 @@ def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    files.write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -219,10 +218,9 @@ def report(runs: Sequence[Any], sweep_dir: str) -> Optional[str]:
     if not rows:
         return None
     table = markdown_table(rows)
-    with open(os.path.join(sweep_dir, "table.md"), "w") as f:
-        f.write(table)
-    write_csv(rows, os.path.join(sweep_dir, "table.csv"))
-    plot_accuracy(rows, os.path.join(sweep_dir, "accuracy.png"))
-    plot_resolution(rows, os.path.join(sweep_dir, "resolution.png"))
-    plot_curves(runs, sweep_dir, os.path.join(sweep_dir, "curves.png"))
+    files.write_text(files.join(sweep_dir, "table.md"), table)
+    write_csv(rows, files.join(sweep_dir, "table.csv"))
+    plot_accuracy(rows, files.join(sweep_dir, "accuracy.png"))
+    plot_resolution(rows, files.join(sweep_dir, "resolution.png"))
+    plot_curves(runs, sweep_dir, files.join(sweep_dir, "curves.png"))
     return table

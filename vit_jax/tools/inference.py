@@ -9,7 +9,6 @@ on a file equals the prediction on the same image during evaluation.
 """
 
 import json
-import os
 from typing import List, Optional, Sequence, Tuple
 
 import jax
@@ -18,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from vit_jax import models
-from vit_jax.common import trees
+from vit_jax.common import files, trees
 from vit_jax.data.core import DataError
 from vit_jax.models import scan
 from vit_jax.train import checkpoint
@@ -44,16 +43,16 @@ def load_run(workdir_or_checkpoint: str, config=None):
         not fit the config's model (one line naming every difference).
     """
     path = workdir_or_checkpoint.rstrip("/")
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise CheckpointError(f"{path} does not exist (expected a workdir, checkpoint or .npz)")
-    if path.endswith(".npz") and os.path.isfile(path):
+    if path.endswith(".npz") and files.isfile(path):
         if config is None:
             raise CheckpointError(f"{path} holds only weights; pass --config=FILE for its model")
         params, batch_stats = npz.canonical(npz.read_npz(path), path), {}
         source = path
     else:
         ckpt_dir, step = _checkpoint_dir_and_step(path)
-        config = config if config is not None else _saved_config(os.path.dirname(ckpt_dir))
+        config = config if config is not None else _saved_config(files.dirname(ckpt_dir))
         state = checkpoint.restore(ckpt_dir, step)  # host NumPy arrays, any device count
         params, batch_stats = trees.flatten(state["params"], "/"), state.get("batch_stats") or {}
         source = f"{ckpt_dir}/{step}"
@@ -75,10 +74,10 @@ def load_run(workdir_or_checkpoint: str, config=None):
 
 def _checkpoint_dir_and_step(path: str) -> Tuple[str, int]:
     """(directory of Orbax steps, step) for a workdir (latest step) or one step directory."""
-    base = os.path.basename(path)
-    if base.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
-        return os.path.dirname(path), int(base)
-    ckpt_dir = os.path.join(path, "checkpoints")
+    base = path.rsplit("/", 1)[-1]
+    if base.isdigit() and files.exists(files.join(path, "_CHECKPOINT_METADATA")):
+        return files.dirname(path), int(base)
+    ckpt_dir = files.join(path, "checkpoints")
     steps = checkpoint.saved_steps(ckpt_dir)
     if not steps:
         raise CheckpointError(
@@ -89,13 +88,12 @@ def _checkpoint_dir_and_step(path: str) -> Tuple[str, int]:
 
 
 def _saved_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = files.join(workdir, "config.json")
+    if not files.exists(path):
         raise CheckpointError(
             f"no config.json in {workdir}; pass --config=FILE for the run's model"
         )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.loads(files.read_text(path)))
 
 
 def _fit(model, config, flat, source: str) -> dict:
@@ -134,10 +132,9 @@ def load_images(paths: Sequence[str], config) -> Tuple[np.ndarray, List[np.ndarr
     aug = read_config(config).aug
     inputs, originals = [], []
     for path in paths:
-        if not os.path.isfile(path):
+        if not files.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist")
-        with open(path, "rb") as f:
-            raw = tf.constant(f.read())
+        raw = tf.constant(files.read_bytes(path))
         try:
             original = preprocess.decode(raw)
             inputs.append(preprocess.eval_image(raw, config.image_size, aug).numpy())

@@ -6,12 +6,14 @@ token t at the output draws on each input token; the CLS row (or the mean row wi
 patch columns, reshaped to the patch grid, is the heat map.
 """
 
+import io
 import os
 from typing import List, Sequence
 
 import jax
 import numpy as np
 
+from vit_jax.common import files
 from vit_jax.models.posemb import resize_grid
 from vit_jax.models.scan import unstack_blocks
 
@@ -96,7 +98,9 @@ def save_overlay(image, heatmap, path: str, *, alpha: float = 0.5, cmap: str = "
     )
     colour = matplotlib.colormaps[cmap](heat)[..., :3]
     blend = (1.0 - alpha) * rgb + alpha * colour
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # `imsave` writes the array without a figure, so pixels map 1:1 and no GUI backend is needed.
-    mpl_image.imsave(path, np.clip(blend, 0.0, 1.0))
+    buf = io.BytesIO()
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    mpl_image.imsave(buf, np.clip(blend, 0.0, 1.0), format=fmt)
+    files.write_bytes(path, buf.getvalue())  # local or a URL (vit_jax.common.files)
     return path

@@ -30,6 +30,7 @@ from vit_jax.models import scan
 RESUMABLE_KEYS = (
     "total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "keep_best",
     "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
+    "profile_steps",
     "nan_policy", "model.attn_impl", "model.kernels", "model.remat", "mesh.data", "mesh.fsdp",
     "distributed", "cpu_devices", "best_metric", "model.scan", "model.remat_policy",
 )  # fmt: skip
@@ -48,8 +49,8 @@ class Checkpointer:
     ):
         """`best`: the metric that chooses the one checkpoint kept in `workdir/best` (higher is
         better, except for a loss); None keeps no best checkpoint. A relative `workdir` is taken
-        from the current directory (Orbax needs absolute paths)."""
-        workdir = os.path.abspath(workdir)
+        from the current directory (Orbax needs absolute paths); a URL must be gs://."""
+        workdir = orbax_directory(workdir)
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True
         )
@@ -87,8 +88,26 @@ class Checkpointer:
                 m.close()
 
 
+def orbax_directory(path: str) -> str:
+    """The directory Orbax is given for `path`: a local path made absolute (Orbax needs that), a
+    gs:// URL as it is.
+
+    Raises:
+      CheckpointError for any other URL: Orbax writes the arrays with TensorStore, and builds its
+      "gcs" kvstore for gs:// and its local "file" kvstore for everything else.
+    """
+    if not files.is_url(path):
+        return os.path.abspath(path)
+    if files.scheme(path) != "gs":
+        raise CheckpointError(
+            f"cannot keep checkpoints in {path}: Orbax writes checkpoints to local paths and gs:// "
+            "only; use a gs:// or local --workdir"
+        )
+    return path
+
+
 def _reader(directory: str) -> ocp.CheckpointManager:
-    directory = os.path.abspath(directory)  # Orbax needs absolute paths
+    directory = orbax_directory(directory)
     return ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
 
 
@@ -148,7 +167,8 @@ def _in_saved_layout(target, saved: Dict[str, tuple]):
 def saved_steps(directory: str) -> List[int]:
     """The complete steps in a directory of Orbax steps (in-progress `N.orbax-checkpoint-tmp-*`
     folders are not digits), ascending; empty when the directory is absent."""
-    names = os.listdir(directory) if os.path.isdir(directory) else []
+    directory = orbax_directory(directory)
+    names = files.listdir(directory) if files.isdir(directory) else []
     return sorted(int(n) for n in names if n.isdigit())
 
 
@@ -263,12 +283,11 @@ def check_config(workdir: str, config) -> bool:
     Raises:
       CheckpointError naming the differing keys, unless `config.allow_config_change`.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = files.join(workdir, "config.json")
+    if not files.exists(path):
         return True
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(files.read_text(path))
     except ValueError as e:
         raise CheckpointError(
             f"cannot read {path} ({e}); it records the run's config: restore it, or delete it "
@@ -293,7 +312,7 @@ def write_config(workdir: str, config) -> None:
     """Writes `workdir/config.json` atomically (process 0 only)."""
     if jax.process_index() != 0:
         return
-    with files.atomic_write(os.path.join(workdir, "config.json")) as f:
+    with files.atomic_write(files.join(workdir, "config.json")) as f:
         json.dump(json.loads(config.to_json()), f, indent=2)
 
 
@@ -305,5 +324,5 @@ def check_or_write_config(workdir: str, config) -> None:
 
 __all__ = [
     "Checkpointer", "CheckpointError", "check_config", "check_or_write_config", "effective",
-    "restore", "restore_from", "write_config",
+    "orbax_directory", "restore", "restore_from", "write_config",
 ]  # fmt: skip

@@ -1,7 +1,6 @@
 """Evaluation without training: a run's evaluators on one of its saved checkpoints."""
 
 import json
-import os
 from typing import Dict, Optional, Sequence, Tuple
 
 import jax
@@ -38,7 +37,7 @@ def evaluate_checkpoint(
     `config` is the run's (its `config.json`), or one with other evaluators for the same model.
     """
     validate(config)
-    directory = os.path.join(workdir, "best" if best else "checkpoints")
+    directory = files.join(workdir, "best" if best else "checkpoints")
     steps = checkpoint.saved_steps(directory)
     if not steps:
         hint = "the run kept none: train with keep_best=True" if best else "train the run first"
@@ -65,8 +64,6 @@ def evaluate_checkpoint(
             json.dumps({"step": step, "split": name, "checkpoint": directory, **m}) + "\n"
             for name, m in results.items()
         )
-        path = os.path.join(workdir, "eval_only.jsonl")
-        old = open(path).read() if os.path.exists(path) else ""
-        with files.atomic_write(path) as f:
-            f.write(old + rows)
+        path = files.join(workdir, "eval_only.jsonl")
+        files.write_text(path, (files.read_text(path) if files.exists(path) else "") + rows)
     return step, results

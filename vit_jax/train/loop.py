@@ -13,7 +13,9 @@ import jax
 import numpy as np
 
 from vit_jax import evaluators, models
+from vit_jax.common import files
 from vit_jax.common.errors import Error
+from vit_jax.common.profiling import StepProfiler
 from vit_jax.config import ConfigError, validate
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
@@ -197,6 +199,9 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     if start:
         logger.print(f"resumed from step {start} in {workdir}")
     guard = PreemptionGuard()
+    # A trace of profile_steps steps after this start's first (which compiles), process 0 only.
+    profile_dir = files.join(workdir, "tb") if jax.process_index() == 0 else None
+    profiler = StepProfiler(profile_dir, config.profile_steps, start + 2, say=logger.print)
     batches = data.train_iterator(config, start_step=start)
     result: Dict[str, Dict[str, float]] = {}
     prev = None
@@ -204,7 +209,9 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
         if start >= config.total_steps:  # finished (e.g. its final eval failed): evaluate again
             result = run_evaluators(evals, context, state, start, True, logger)
         for step in range(start + 1, config.total_steps + 1):
-            state, metrics = step_fn(state, shd.to_global(next(batches), mesh))
+            state, metrics = profiler(
+                step, lambda s: step_fn(s, shd.to_global(next(batches), mesh)), state
+            )
             if prev is not None:  # checked one step late, so the host never stalls the device
                 _check_finite(prev, step - 1, config, last_saved)
             prev = metrics
@@ -233,6 +240,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 return {"stopped_at": step}
     finally:
         guard.restore()
+        profiler.close()
         ckpt.close()
         logger.close()
     return summary(result, evals)

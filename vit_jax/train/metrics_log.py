@@ -1,7 +1,11 @@
-"""Run logging: a JSON-lines file, TensorBoard events, a console progress bar, a PNG of the curves."""
+"""Run logging: a JSON-lines file, TensorBoard events, a console progress bar, a PNG of the curves.
+
+The workdir may be a URL (gs://): metrics.jsonl and curves.png go through `vit_jax.common.files`,
+TensorBoard's events through `tf.io.gfile` (which epath also uses for gs:// when TensorFlow is
+installed). A scheme tf.io.gfile does not know gets no events, with one warning line.
+"""
 
 import json
-import os
 import sys
 import time
 from typing import Dict
@@ -9,6 +13,7 @@ from typing import Dict
 import jax
 
 from vit_jax import evaluators
+from vit_jax.common import files
 
 
 def _tb_writer(logdir: str):
@@ -18,6 +23,13 @@ def _tb_writer(logdir: str):
     except ImportError:
         return None
     tf.config.set_visible_devices([], "GPU")
+    scheme = files.scheme(logdir)
+    if scheme and scheme not in tf.io.gfile.get_registered_schemes():
+        print(
+            f"warning: no TensorBoard events in {logdir}: tf.io.gfile cannot write {scheme}:// "
+            "(metrics.jsonl holds the same numbers)", file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return None
     return tf.summary.create_file_writer(logdir)
 
 
@@ -30,8 +42,8 @@ class MetricsLogger:
     def __init__(self, workdir: str, total_steps: int, start_step: int, progress_bar: bool = True):
         self.workdir = workdir
         self.main = jax.process_index() == 0
-        self.jsonl = os.path.join(workdir, "metrics.jsonl")
-        self.tb = _tb_writer(os.path.join(workdir, "tb")) if self.main else None
+        self.jsonl = files.join(workdir, "metrics.jsonl")
+        self.tb = _tb_writer(files.join(workdir, "tb")) if self.main else None
         self.bar = None
         if self.main and progress_bar:
             from tqdm import tqdm  # noqa: PLC0415
@@ -44,8 +56,7 @@ class MetricsLogger:
     def _write(self, split: str, step: int, metrics: Dict[str, float]) -> None:
         if not self.main:
             return
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+        files.append_text(self.jsonl, json.dumps({"step": step, "split": split, **metrics}) + "\n")
         if self.tb is not None:
             import tensorflow as tf  # noqa: PLC0415
 
@@ -90,14 +101,13 @@ class MetricsLogger:
         if self.main:
             if self.tb is not None:
                 self.tb.flush()
-            if os.path.exists(self.jsonl):
-                plot_curves(self.jsonl, os.path.join(self.workdir, "curves.png"))
+            if files.exists(self.jsonl):
+                plot_curves(self.jsonl, files.join(self.workdir, "curves.png"))
 
 
 def read_metrics(path: str):
     """Rows of a metrics.jsonl file."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 def plot_curves(jsonl_path: str, png_path: str) -> None:
@@ -133,5 +143,5 @@ def plot_curves(jsonl_path: str, png_path: str) -> None:
     axes[0].legend()
     axes[1].legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
+    files.write_figure(fig, png_path, dpi=90)
     plt.close(fig)

@@ -8,13 +8,13 @@ Which parameters train (`config.freeze_encoder`, a linear probe) is the optimize
 `vit_jax.train.optim.trainable_mask`.
 """
 
-import os
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax.common import files
 from vit_jax.models import posemb
 from vit_jax.models.posemb import Grid
 from vit_jax.weights import npz
@@ -76,9 +76,9 @@ def _reader(path: str, fmt: str) -> Callable[[str], Dict[str, np.ndarray]]:
 
 
 def _is_zip(path: str) -> bool:
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return True  # let the reader report the missing file
-    with open(path, "rb") as f:
+    with files.open(path, "rb") as f:
         return f.read(2) == b"PK"
 
 

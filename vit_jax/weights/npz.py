@@ -15,7 +15,7 @@ A model with `scan=True` (stacked blocks) reads and writes the same per-block ke
 Learned position tables are resized with `vit_jax.models.posemb.resize_table` / `resize_axis`.
 """
 
-import os
+import io
 import re
 import zipfile
 import zlib
@@ -58,10 +58,11 @@ def read_npz(path: str) -> Flat:
     Raises:
       ValueError: naming `path` when it is missing, truncated, corrupt or not an `.npz` archive.
     """
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        archive = np.load(path, allow_pickle=False)
+    try:  # a URL (gs://) is read into memory first: numpy opens local files only
+        source = io.BytesIO(files.read_bytes(path)) if files.is_url(path) else path
+        archive = np.load(source, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it holds a single .npy array")
         with archive:
