@@ -25,11 +25,11 @@ AT_LEAST_1 = (
     "total_steps", "batch_size", "image_size", "grad_accum_steps", "keep_checkpoints",
     "shuffle_buffer", "model.hidden_size", "model.depth", "model.mlp_dim", "model.num_heads",
     "model.patch_size", "num_classes", "eval_batch_size",
-    "data_threads", "model.rope_ref_grid",
+    "data_threads", "model.rope_ref_grid", "rsqrt_timescale",
 )  # fmt: skip
 AT_LEAST_0 = (
     "seed", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "prefetch",
-    "profile_steps",
+    "profile_steps", "cooldown_steps",
     "weight_decay", "grad_clip", "momentum", "aug.randaug_n", "aug.randaug_m", "aug.mixup_alpha",
     "aug.cutmix_alpha", "model.num_registers", "model.representation_size",  # 0: no pre-logits layer, as None
 )  # fmt: skip
