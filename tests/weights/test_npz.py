@@ -280,6 +280,8 @@ def test_a_non_square_checkpoint_grid_must_be_given(tmp_path):
         (dict(representation_size=8), "representation_size"),
         (dict(pool="gap", final_norm=False), "final_norm=False"),
         (dict(norm="rmsnorm"), "norm='rmsnorm'"),
+        (dict(num_registers=4), "num_registers"),
+        (dict(prefix_posemb=False), "prefix_posemb=False"),
     ],
 )
 def test_exports_timm_cannot_read_exactly_are_named(option, named):

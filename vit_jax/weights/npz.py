@@ -316,4 +316,8 @@ def timm_incompatibilities(model) -> List[str]:
         problems.append("pool='gap' with final_norm=False (timm normalises the pooled vector)")
     if model.gelu_approximate:
         problems.append("gelu_approximate=True (timm uses the exact GELU)")
+    if model.num_registers:
+        problems.append("num_registers (timm's .npz loader reads no register tokens)")
+    if not model.prefix_posemb and model.posemb == "learn":
+        problems.append("prefix_posemb=False (timm adds the table's first row to the CLS token)")
     return problems
