@@ -11,7 +11,6 @@ other jobs share the machine (`load` is the 1-minute load average). Prints a tab
 the rows as JSON.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -21,6 +20,7 @@ import time
 import jax
 import numpy as np
 
+from vit_jax.common import errors
 from vit_jax.config import base_config
 from vit_jax.train import loop
 from vit_jax.train import sharding as shd
@@ -97,8 +97,8 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    p = errors.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--depths", default="2,4,8,16,32")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--width", type=int, default=64)
@@ -108,7 +108,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--json", default="")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     rows = []
     print(" | ".join(COLUMNS), flush=True)
     for depth in map(int, args.depths.split(",")):
@@ -118,7 +118,9 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), backend=jax.default_backend(), rows=rows), f, indent=1)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    with errors.boundary():
+        main()
