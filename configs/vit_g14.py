@@ -50,6 +50,6 @@ def get_config():
     c.cooldown_steps = 50_000
     c.total_steps = 1_000_000
     c.mesh.fsdp = 16  # data: the remaining devices
-    c.eval_every = 10_000
+    c.eval_every = 1000
     c.checkpoint_every = 1000
     return c
