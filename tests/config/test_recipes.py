@@ -14,7 +14,8 @@ from vit_jax import config as config_lib
 from vit_jax.common import trees
 
 DOC = os.path.join(ROOT, "docs", "recipes.md")
-RECIPES = ("imagenet_s16", "i21k_b16", "finetune", "vit_g14")  # configs/<name>.py, each with a full table
+# configs/<name>.py, each with a full table
+RECIPES = ("imagenet_s16", "i21k_b16", "finetune", "vit_g14")
 COLUMNS = ["hyperparameter", "config key", "ours", "source", "where", "note"]
 MIN_ROWS = 15  # a recipe table (not a variant) lists at least this many hyperparameters
 _CONFIG_REF = re.compile(r"`?configs/(\w+)\.py(?::(\w+))?`?")
