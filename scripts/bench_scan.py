@@ -54,9 +54,7 @@ def measure(args, depth: int, mode: str) -> dict:
     mesh = shd.make_mesh(1, 1, jax.devices()[:1])
     model, tx, schedule, init, abstract, shardings = loop.build(config, CLASSES, mesh)
     step = ts.jit_train_step(config, model, tx, schedule, shardings, mesh)
-    state_spec = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
+    state_spec = shd.with_shardings(abstract, shardings)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, CLASSES, args.batch).astype(np.int32)
     batch = dict(

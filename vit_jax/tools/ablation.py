@@ -198,9 +198,7 @@ def restore_final_state(config, workdir: str, abstract, shardings):
             f"{workdir} has no final checkpoint (latest step {max(steps, default=None)}, "
             f"total_steps {config.total_steps}); rerun the sweep to finish training it"
         )
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
+    target = shd.with_shardings(abstract, shardings)
     return checkpoint.restore(directory, config.total_steps, target)
 
 

@@ -130,12 +130,6 @@ def describe_devices(devices) -> Device:
     return Device(CHIPS[kind], cores)
 
 
-def _with_shardings(abstract, shardings):
-    return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-
-
 def _batch(batch_size: int, image_size: int, num_classes: int, sharding, train: bool):
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
     b = dict(
@@ -225,7 +219,7 @@ def compile_report(config, topology: str, num_classes: Optional[int] = None) -> 
         if size % n:
             raise AotError(f"config.{key}={size} does not split over the {n} devices of {topology}")
     model, tx, schedule, _, abstract, shardings = loop.build(config, num_classes, mesh)
-    state = _with_shardings(abstract, shardings)
+    state = shd.with_shardings(abstract, shardings)
     batch_sharding = shd.batch_sharding(mesh)
     train_fn = ts.jit_train_step(config, model, tx, schedule, shardings, mesh)
     size = config.image_size

@@ -51,9 +51,7 @@ def evaluate_checkpoint(
         ev.check(num_classes)
     mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
     model, _, _, _, abstract, shardings = build(config, num_classes, mesh)
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
+    target = shd.with_shardings(abstract, shardings)
     state = checkpoint.restore(directory, step, target)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     put = lambda batch: shd.to_global(batch, mesh)

@@ -176,9 +176,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     last_saved = ckpt.latest_step()
     if last_saved is not None:
         # Auto-resume: params, optimizer, step and RNG; the data position follows from the step.
-        with_shardings = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
+        with_shardings = shd.with_shardings(abstract, shardings)
         state = ckpt.restore(with_shardings, last_saved)
     else:
         state = jax.jit(init, out_shardings=shardings)()

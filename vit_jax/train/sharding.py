@@ -46,6 +46,14 @@ def tree_shardings(abstract_tree, mesh: Mesh):
     return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, size)), abstract_tree)
 
 
+def with_shardings(abstract_tree, shardings):
+    """ShapeDtypeStructs of `abstract_tree` carrying `shardings`: a restore target or a lowering
+    argument laid out as the state will be."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings
+    )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batch dimension split over every device of the mesh."""
     return NamedSharding(mesh, P(BATCH_AXES))
