@@ -142,3 +142,35 @@ def test_finished_runs_refuse_a_different_base_config(tmp_path):
     (workdir / ablation_report.RESULT).write_text("{}")
     with pytest.raises(CheckpointError, match=r"different config \(lr: 0.01 -> 0.5\)"):
         ablation.run_one(tiny_config(dataset="digits", lr=0.5), run, str(tmp_path), [], None)
+
+
+def test_train_curves_average_seeds_and_pair_with_the_first_setting(tmp_path):
+    """Paired differences cancel what both settings share at a step (the batch): written curves."""
+    runs = ablation.expand(tiny_config(), ["model.posemb=none,learn"], 2)
+    batch_noise = {0: [0.3, -0.2, 0.5, 0.0], 1: [-0.1, 0.4, 0.0, 0.2]}
+    for run in runs:
+        workdir = tmp_path / "runs" / run.name
+        workdir.mkdir(parents=True)
+        gain = 0.0 if "none" in run.label else 0.1 * (1 + run.seed)  # learn: 0.1 / 0.2 lower
+        lines = [
+            json.dumps(dict(step=25 * (i + 1), split="train", loss=2.0 - 0.1 * i + n - gain))
+            for i, n in enumerate(batch_noise[run.seed])
+        ]
+        if run.seed == 1 and "learn" in run.label:
+            lines.append(json.dumps(dict(step=25, split="train", loss=9.0)))  # resumed: last counts
+            lines = lines[1:] + [json.dumps(dict(step=25, split="knn", top1=0.5))]
+            lines.insert(0, json.dumps(dict(step=25, split="train", loss=5.0)))
+        (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (workdir / ablation_report.RESULT).write_text(json.dumps(dict(name=run.name)))
+    curves = ablation_report.train_curves(runs, str(tmp_path), "loss", window=2)
+    assert list(curves) == ["posemb=none", "posemb=learn"]
+    none, learn = curves["posemb=none"], curves["posemb=learn"]
+    assert none["steps"] == learn["steps"] == [25, 50, 75, 100]
+    raw_none = [2.0 - 0.1 * i + (batch_noise[0][i] + batch_noise[1][i]) / 2 for i in range(4)]
+    smoothed = [raw_none[0]] + [(raw_none[i - 1] + raw_none[i]) / 2 for i in range(1, 4)]
+    assert none["mean"] == pytest.approx(smoothed)
+    assert none["diff"] == pytest.approx([0.0] * 4)
+    # learn seed 1 logged 9.0 last at step 25 (none: 1.9), seed 0 is 0.1 below none: the mean
+    first = (-0.1 + (9.0 - (2.0 - 0.1))) / 2
+    assert learn["diff"][0] == pytest.approx(first)
+    assert learn["diff"][2:] == pytest.approx([-0.15, -0.15])  # the batch noise cancels

@@ -185,28 +185,69 @@ def _train_curve(workdir: str, metric: str) -> Dict[int, float]:
     return {r["step"]: r[metric] for r in rows if r["split"] == "train"}
 
 
-def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str) -> None:
-    """Train loss and train accuracy against step, averaged over each setting's finished seeds."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+def _moving_average(values: Sequence[float], window: int) -> List[float]:
+    """Trailing mean over `window` values (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def train_curves(
+    runs: Sequence[Any], sweep_dir: str, metric: str = "loss", window: int = 8
+) -> Dict[str, dict]:
+    """Train `metric` per setting, and its paired difference to the sweep's first (finished) setting.
+
+    Every setting of a sweep sees the same batches at the same step of a seed, so the batch-to-batch
+    noise of a logged train metric is common to all of them; the difference to the first setting at
+    the same step and seed cancels it. Both are averaged over the setting's finished seeds (only the
+    steps every one of them logged) and smoothed by a trailing mean over `window` logs.
+
+    Returns:
+      {label: {"steps": [...], "mean": [...], "diff": [...] or None (no seed in common with the
+      baseline)}}, labels in sweep order; the first label is the baseline (its diff is 0).
+    """
     done = {r["name"] for r in load_results(runs, sweep_dir)}
-    labels = list(dict.fromkeys(run.label for run in runs))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for label in labels:
-            workdirs = [
-                files.join(sweep_dir, "runs", run.name)
-                for run in runs
-                if run.label == label and run.name in done
-            ]
-            curves = [_train_curve(w, metric) for w in workdirs]
-            steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-            if steps:
-                means = [statistics.fmean(c[s] for c in curves) for s in steps]
-                ax.plot(steps, means, marker=".", markersize=3, label=label)
-        ax.set_title(f"train {metric} (mean over seeds)")
+    by_label: Dict[str, Dict[int, Dict[int, float]]] = {}
+    for run in runs:
+        if run.name in done:
+            curve = _train_curve(files.join(sweep_dir, "runs", run.name), metric)
+            by_label.setdefault(run.label, {})[run.seed] = curve
+    if not by_label:
+        return {}
+    base = next(iter(by_label.values()))
+    out = {}
+    for label, seeds in by_label.items():
+        paired = [seed for seed in seeds if seed in base]
+        curves = list(seeds.values()) + [base[seed] for seed in paired]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        mean = [statistics.fmean(c[s] for c in seeds.values()) for s in steps]
+        diff = None
+        if paired:
+            diff = [statistics.fmean(seeds[k][s] - base[k][s] for k in paired) for s in steps]
+            diff = _moving_average(diff, window)
+        out[label] = dict(steps=steps, mean=_moving_average(mean, window), diff=diff)
+    return out
+
+
+def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str, window: int = 8) -> None:
+    """Train loss per setting (mean over seeds), and its paired difference to the first setting."""
+    plt = _pyplot()
+    curves = train_curves(runs, sweep_dir, "loss", window)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    base = next(iter(curves), "")
+    for label, c in curves.items():
+        axes[0].plot(c["steps"], c["mean"], label=label)
+        if c["diff"] is not None:
+            axes[1].plot(c["steps"], c["diff"], label=label)
+    axes[0].set_title(f"train loss (mean over seeds, trailing mean of {window} logs)")
+    axes[1].set_title(f"train loss minus {base}'s (same seed and step)")
+    axes[1].axhline(0.0, color="black", linewidth=0.6)
+    for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     files.write_figure(fig, path, dpi=90)
     plt.close(fig)
