@@ -112,6 +112,40 @@ def test_a_trained_model_has_a_better_representation_than_an_untrained_one(tmp_p
     assert trained["fewshot/count"] == trained["knn/count"] == 360
 
 
+def test_evaluators_of_one_round_share_the_representations(monkeypatch):
+    """Few-shot and k-NN reading the same splits the same way compute them once per round."""
+    from vit_jax.evaluators import features
+
+    c = _digits()
+    c.evals.knn16 = dict(type="knn", image_size=16)  # other data options: its own features
+    model, _, _, init, _, _ = train_lib.build(c, 10, shd.make_mesh())
+    variables = {"params": init()["params"]}
+    computed = []
+    compute = features.Features._compute
+    monkeypatch.setattr(
+        features.Features, "_compute",
+        lambda self, split, *a: computed.append((split, self.config.image_size))
+        or compute(self, split, *a),
+    )  # fmt: skip
+    evals = evaluators.from_config(c)
+    for ev in evals:
+        ev.check(10)
+    context = evaluators.Context(model, put=lambda b: b)
+    shared = {ev.name: ev.run(context, variables) for ev in evals}
+    assert sorted(computed) == sorted(
+        [(c.train_split, 8), (c.eval_split, 8), (c.train_split, 16), (c.eval_split, 16)]
+    )
+    x, _ = next(iter(context.features.values()))
+    with pytest.raises(ValueError, match="read-only"):
+        x[0, 0] = 1.0  # shared by several evaluators: nobody may change it
+    alone = {ev.name: ev.run(evaluators.Context(model, put=lambda b: b), variables) for ev in evals}
+    assert shared == alone and len(computed) == 4 + 6  # each alone computes its two splits
+    context.new_round()
+    assert context.features == {}
+    evals[0].run(context, variables)
+    assert len(computed) == 12
+
+
 def test_fewshot_and_knn_of_a_finished_run_are_one_command_away(tmp_path):
     c = tiny_config(dataset="digits", batch_size=32, eval_batch_size=120, total_steps=4)
     c.eval_every, c.checkpoint_every = 0, 4

@@ -42,12 +42,22 @@ class EvalError(Error, ValueError):
 @dataclasses.dataclass
 class Context:
     """What evaluators need from the run: the model, how a host batch becomes a global array
-    (`put`), and the sharding of jitted outputs (replicated, so every process can read them)."""
+    (`put`), and the sharding of jitted outputs (replicated, so every process can read them).
+
+    `features` holds the representations computed in the current evaluation round, so evaluators
+    that read the same split the same way with the same weights (few-shot and k-NN) compute it
+    once; whoever runs a round on a context it keeps empties it first (`new_round`).
+    """
 
     model: Any
     put: Callable[[dict], dict]
     out_sharding: Any = None
     loss: str = "softmax_xent"
+    features: Dict[Any, Any] = dataclasses.field(default_factory=dict)
+
+    def new_round(self) -> None:
+        """Forgets the last round's representations (the weights have changed since)."""
+        self.features.clear()
 
 
 _LABELS = {"top1": "top-1", "top5": "top-5"}

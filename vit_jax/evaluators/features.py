@@ -56,8 +56,19 @@ class Features:
         del num_classes, implicit  # the head's width does not matter to a frozen representation
         return classes
 
-    def get(self, split: str, context, variables) -> Tuple[np.ndarray, np.ndarray]:
-        """(features float32 [n, D], labels int [n]) of every example of `split`, in split order."""
+    def get(self, split: str, context, variables, weights: str) -> Tuple[np.ndarray, np.ndarray]:
+        """(features float32 [n, D], labels int [n]) of every example of `split`, in split order.
+
+        Shared through `context.features` within an evaluation round with every evaluator that
+        reads `split` with the same data options (the same config) and the same `weights`; the
+        arrays are read-only.
+        """
+        key = (self.config.to_json(), split, weights, id(context.model))
+        if key not in context.features:
+            context.features[key] = self._compute(split, context, variables)
+        return context.features[key]
+
+    def _compute(self, split: str, context, variables) -> Tuple[np.ndarray, np.ndarray]:
         from vit_jax import data  # noqa: PLC0415
 
         if split not in self._batches:
@@ -75,7 +86,10 @@ class Features:
         if not feats:
             raise EvalError(f"{self.split_keys[split]}={split!r} holds no examples")
         order = np.argsort(np.concatenate(index), kind="stable")
-        return np.concatenate(feats)[order], np.concatenate(labels)[order]
+        out = np.concatenate(feats)[order], np.concatenate(labels)[order]
+        for array in out:
+            array.flags.writeable = False
+        return out
 
 
 def split_or(spec_value: Optional[str], default: str) -> str:
@@ -104,7 +118,7 @@ class RepresentationEvaluator(Evaluator):
 
     def reference_and_test(self, context, variables):
         """(train_x, train_y, test_x, test_y, number of classes)."""
-        train_x, train_y = self.features.get(self.train_split, context, variables)
-        test_x, test_y = self.features.get(self.test_split, context, variables)
+        train_x, train_y = self.features.get(self.train_split, context, variables, self.weights)
+        test_x, test_y = self.features.get(self.test_split, context, variables, self.weights)
         classes = self.num_classes or int(max(train_y.max(), test_y.max())) + 1
         return train_x, train_y, test_x, test_y, classes

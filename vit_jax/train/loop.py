@@ -77,11 +77,13 @@ def eval_variables(state, weights: str = "params"):
 def run_evaluators(evals, context, state, step: int, final: bool, logger=None):
     """Runs the evaluators due at `step`; returns {name: metrics} of those that ran."""
     out = {}
+    context.new_round()
     for ev in evals:
         if ev.due(step, final):
             out[ev.name] = ev.run(context, eval_variables(state, ev.weights))
             if logger is not None:
                 logger.eval(step, ev.name, out[ev.name])
+    context.new_round()  # frees the representations
     return out
 
 
