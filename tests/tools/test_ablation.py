@@ -174,3 +174,55 @@ def test_train_curves_average_seeds_and_pair_with_the_first_setting(tmp_path):
     first = (-0.1 + (9.0 - (2.0 - 0.1))) / 2
     assert learn["diff"][0] == pytest.approx(first)
     assert learn["diff"][2:] == pytest.approx([-0.15, -0.15])  # the batch noise cancels
+
+
+def test_paired_differences_and_their_t_test():
+    """Per-seed differences to the first setting; bold exactly where scipy's paired t-test has p < .05."""
+    import numpy as np
+    import scipy.stats
+
+    schemes = dict(
+        none=[0.40, 0.45, 0.50], a=[0.42, 0.475, 0.52], b=[0.43, 0.44, 0.53], c=[0.41, 0.47]
+    )
+    knn = lambda v, seed: v + 0.1 * seed - 0.01 * seed**2
+    results = [
+        dict(
+            name=f"{k}_{seed}", label=f"posemb={k}", seed=seed,
+            eval={"8": dict(top1=v), "12": dict(top1=v / 2)},
+            representation={"knn/top1": knn(v, seed)} if k != "c" else {},
+        )
+        for k, values in schemes.items()
+        for seed, v in enumerate(values)
+    ]  # fmt: skip
+    rows = ablation_report.paired_differences(results)
+    assert [(r["label"], r["seeds"]) for r in rows] == [
+        ("posemb=a", 3), ("posemb=b", 3), ("posemb=c", 2)
+    ]  # fmt: skip
+    assert list(rows[0]["diffs"]) == ["top-1 @8", "top-1 @12", "knn/top1"]
+    assert list(rows[2]["diffs"]) == ["top-1 @8", "top-1 @12"]  # c has no k-NN
+    assert rows[1]["diffs"]["top-1 @8"][:2] == pytest.approx((5 / 3, np.std([3, -1, 3], ddof=1)))
+    significant = 0
+    for row in rows:
+        ours = np.array(schemes[row["label"][len("posemb=") :]])
+        base = np.array(schemes["none"][: len(ours)])
+        seeds = np.arange(len(ours))
+        expected = {
+            "top-1 @8": (100 * ours, 100 * base),
+            "top-1 @12": (50 * ours, 50 * base),
+            "knn/top1": (100 * knn(ours, seeds), 100 * knn(base, seeds)),
+        }
+        for metric, (mean, std, sig) in row["diffs"].items():
+            x, y = expected[metric]
+            assert mean == pytest.approx(np.mean(x - y)) and std == pytest.approx(
+                np.std(x - y, ddof=1)
+            )
+            assert sig == bool(scipy.stats.ttest_rel(x, y).pvalue < 0.05), (row["label"], metric)
+            significant += sig
+    assert 0 < significant < 8  # the data has both kinds
+    table = ablation_report.paired_markdown(rows, "posemb=none")
+    assert table.splitlines()[0] == (
+        "| setting | seeds | top-1 @8 − posemb=none | top-1 @12 − posemb=none "
+        "| knn/top1 − posemb=none |"
+    )
+    assert "| posemb=b | 3 | +1.7 ± 2.3 |" in table
+    assert ablation_report.paired_differences(results[:3]) == []  # one setting: nothing to pair

@@ -1,5 +1,6 @@
 """The summary of an ablation sweep: top-1 mean ± std over seeds per setting and eval resolution as
-table.md / table.csv, and the plots accuracy.png, resolution.png, curves.png (see `ablation.py`)."""
+table.md / table.csv, each setting's per-seed difference to the first setting with a paired t-test
+as paired.md, and the plots accuracy.png, resolution.png, curves.png (see `ablation.py`)."""
 
 import csv
 import io
@@ -12,7 +13,7 @@ from vit_jax.common import files
 from vit_jax.train.metrics_log import read_metrics
 
 RESULT = "result.json"
-TABLE_FILES = ("table.md", "table.csv")
+TABLE_FILES = ("table.md", "table.csv", "paired.md")
 PLOT_FILES = ("accuracy.png", "resolution.png", "curves.png")
 
 
@@ -125,6 +126,76 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
             cells += [f"{v:.6f}" if v == v else "" for v in r["representation"].get(k, ("", ""))]
         w.writerow(cells)
     files.write_text(path, f.getvalue())
+
+
+# ------------------------------------------------------------------ paired differences
+def _metrics_of(result: dict) -> Dict[str, float]:
+    """{"top-1 @32": %, "fewshot/5shot": %, ...} of one run."""
+    sizes = sorted(result["eval"], key=int)
+    out = {f"top-1 @{s}": 100 * result["eval"][s]["top1"] for s in sizes}
+    keys = sorted(_representation_keys([result]), key=_natural)
+    out.update({k: 100 * result["representation"][k] for k in keys})
+    return out
+
+
+def paired_differences(results: Sequence[dict]) -> List[dict]:
+    """Each setting minus the first setting, seed by seed, per metric (percentage points).
+
+    Runs of the same seed share their batches and the initialisation of the common layers, so the
+    per-seed difference is the fair comparison. A difference is `significant` when a two-sided paired
+    t-test over the seeds both settings finished gives p < 0.05 (|mean| > t(0.975, n-1)·std/√n).
+
+    Returns:
+      [{label, seeds, diffs: {metric: (mean, std, significant)}}], settings in sweep order after
+      the first; an empty list with fewer than two settings.
+    """
+    import scipy.stats  # noqa: PLC0415  (a dependency of jax)
+
+    groups: Dict[str, Dict[int, dict]] = {}
+    for r in results:
+        groups.setdefault(r["label"], {})[r["seed"]] = _metrics_of(r)
+    labels = list(groups)
+    if len(labels) < 2:
+        return []
+    base = groups[labels[0]]
+    rows = []
+    for label in labels[1:]:
+        seeds = sorted(set(groups[label]) & set(base))
+        metrics = (
+            [m for m in base[seeds[0]] if all(m in groups[label][s] for s in seeds)]
+            if seeds
+            else []
+        )
+        diffs = {}
+        for m in metrics:
+            d = [groups[label][s][m] - base[s][m] for s in seeds]
+            mean, std = _mean_std(d)
+            bound = (
+                scipy.stats.t.ppf(0.975, len(d) - 1) * std / len(d) ** 0.5 if len(d) > 1 else None
+            )
+            diffs[m] = (mean, std, bound is not None and abs(mean) > bound)
+        rows.append(dict(label=label, seeds=len(seeds), diffs=diffs))
+    return rows
+
+
+def paired_markdown(rows: Sequence[dict], baseline: str) -> str:
+    """The paired differences as Markdown: mean ± std points, significant ones in bold."""
+    metrics = list(dict.fromkeys(m for r in rows for m in r["diffs"]))
+    header = ["setting", "seeds"] + [f"{m} − {baseline}" for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["label"], str(r["seeds"])]
+        for m in metrics:
+            mean, std, significant = r["diffs"].get(m, (float("nan"),) * 2 + (False,))
+            text = (
+                f"{mean:+.1f} ± {std:.1f}"
+                if std == std
+                else (f"{mean:+.1f}" if mean == mean else "")
+            )
+            cells.append(f"**{text}**" if significant else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    note = "\nPoints, mean ± std of the per-seed differences; bold: paired t-test p < 0.05.\n"
+    return "\n".join(lines) + "\n" + note
 
 
 def _pyplot():
@@ -260,6 +331,11 @@ def report(runs: Sequence[Any], sweep_dir: str) -> Optional[str]:
         return None
     table = markdown_table(rows)
     files.write_text(files.join(sweep_dir, "table.md"), table)
+    paired = paired_differences(load_results(runs, sweep_dir))
+    if paired:
+        files.write_text(
+            files.join(sweep_dir, "paired.md"), paired_markdown(paired, rows[0]["label"])
+        )
     write_csv(rows, files.join(sweep_dir, "table.csv"))
     plot_accuracy(rows, files.join(sweep_dir, "accuracy.png"))
     plot_resolution(rows, files.join(sweep_dir, "resolution.png"))
