@@ -9,9 +9,10 @@ Patch 4 (8×8 = 64 tokens), width 128, depth 4, 4 heads (head_dim 32, as the rot
 multiple of 4), GAP pooling and no CLS token, so "none" sees the patches as an unordered set.
 900 steps of 128 images (2.3 epochs; the first sweep's 300 steps, 0.77 epochs, ended before the
 learned tables had learned) at 360-480 images/s: 5-8 minutes per run with its evaluations on 2 idle
-CPU cores, about 3 hours for 27 runs (measured: result.json "seconds"). The sweep directory is in the repository (docs/ablation/v2): each run's
-result.json, config.json and metrics.jsonl are committed as the run finishes, so a sweep stopped on
-one machine continues on another without repeating a finished run. Every resolution is evaluated on
+CPU cores, about 3 hours for 27 runs (measured: result.json "seconds"). The sweep directory is in
+the repository (docs/ablation/v2): each run's result.json, config.json and metrics.jsonl are
+committed as the run finishes, so a sweep stopped on one machine continues on another without
+repeating a finished run. Every resolution is evaluated on
 the same class-balanced half of the test split; few-shot and k-NN use a class-balanced fifth of train.
 """
 

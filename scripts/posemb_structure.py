@@ -34,12 +34,15 @@ def main(argv=None) -> None:
 
     with errors.boundary():
         measured, refs = {}, {}
-        for run in args.runs:
+        names = [os.path.basename(os.path.normpath(run)) for run in args.runs]
+        if len(set(names)) < len(names):  # runs of two sweeps: name them by their paths
+            names = [os.path.normpath(run) for run in args.runs]
+        for run, name in zip(args.runs, names):
             grid, dim, found = posemb_structure.run_structure(run)
             if not found:
                 print(f"{run}: no learned position table (a fixed scheme or none)", file=sys.stderr)
             for table, stats in found.items():
-                measured[f"{os.path.basename(os.path.normpath(run))} {table}"] = stats
+                measured[f"{name} {table}"] = stats
             for name, stats in posemb_structure.references(grid, dim).items():
                 refs[f"{name}, {grid[0]}x{grid[1]}, D={dim}"] = stats
         print("| table | std | cos, neighbours | cos, far pairs | Spearman (cos, distance) |")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -82,6 +83,11 @@ def test_script_prints_table_and_json(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert set(saved["runs"]) == {"tiny_run_v0 pos_embedding"}
     assert "sincos2d (fixed), 2x2, D=16" in saved["references"]
+    copy = tmp_path / "other" / "tiny_run_v0"  # the same run name in another sweep
+    shutil.copytree(FIXTURE, copy)
+    script.main([FIXTURE, str(copy)])
+    rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()[2:4]]
+    assert rows == [f"| {os.path.normpath(FIXTURE)} pos_embedding", f"| {copy} pos_embedding"]
     with pytest.raises(SystemExit) as e:
         script.main([str(tmp_path)])
     assert e.value.code == 2
