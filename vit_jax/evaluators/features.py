@@ -35,6 +35,7 @@ class Features:
         self.config = config
         self.split_keys = split_keys  # {split: config key that set it}, for messages
         self._batches: Dict[str, object] = {}
+        self._options = config.to_json()  # what the representations depend on besides the model
         self._fns: Dict[int, object] = {}
 
     def check(self, name: str, num_classes: int, implicit: bool = False):
@@ -63,7 +64,7 @@ class Features:
         reads `split` with the same data options (the same config) and the same `weights`; the
         arrays are read-only.
         """
-        key = (self.config.to_json(), split, weights, id(context.model))
+        key = (self._options, split, weights, id(context.model))
         if key not in context.features:
             context.features[key] = self._compute(split, context, variables)
         return context.features[key]

@@ -186,12 +186,11 @@ def paired_markdown(rows: Sequence[dict], baseline: str) -> str:
     for r in rows:
         cells = [r["label"], str(r["seeds"])]
         for m in metrics:
-            mean, std, significant = r["diffs"].get(m, (float("nan"),) * 2 + (False,))
-            text = (
-                f"{mean:+.1f} ± {std:.1f}"
-                if std == std
-                else (f"{mean:+.1f}" if mean == mean else "")
-            )
+            if m not in r["diffs"]:
+                cells.append("")
+                continue
+            mean, std, significant = r["diffs"][m]
+            text = f"{mean:+.1f}" + (f" ± {std:.1f}" if std == std else "")  # NaN: one seed
             cells.append(f"**{text}**" if significant else text)
         lines.append("| " + " | ".join(cells) + " |")
     note = "\nPoints, mean ± std of the per-seed differences; bold: paired t-test p < 0.05.\n"
@@ -266,7 +265,7 @@ def _moving_average(values: Sequence[float], window: int) -> List[float]:
 
 
 def train_curves(
-    runs: Sequence[Any], sweep_dir: str, metric: str = "loss", window: int = 8
+    runs: Sequence[Any], sweep_dir: str, metric: str = "loss", window: int = 8, results=None
 ) -> Dict[str, dict]:
     """Train `metric` per setting, and its paired difference to the sweep's first (finished) setting.
 
@@ -278,8 +277,10 @@ def train_curves(
     Returns:
       {label: {"steps": [...], "mean": [...], "diff": [...] or None (no seed in common with the
       baseline)}}, labels in sweep order; the first label is the baseline (its diff is 0).
+      `results`: the finished runs' results if already loaded (default: read them).
     """
-    done = {r["name"] for r in load_results(runs, sweep_dir)}
+    results = load_results(runs, sweep_dir) if results is None else results
+    done = {r["name"] for r in results}
     by_label: Dict[str, Dict[int, Dict[int, float]]] = {}
     for run in runs:
         if run.name in done:
@@ -302,10 +303,12 @@ def train_curves(
     return out
 
 
-def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str, window: int = 8) -> None:
+def plot_curves(
+    runs: Sequence[Any], sweep_dir: str, path: str, window: int = 8, results=None
+) -> None:
     """Train loss per setting (mean over seeds), and its paired difference to the first setting."""
     plt = _pyplot()
-    curves = train_curves(runs, sweep_dir, "loss", window)
+    curves = train_curves(runs, sweep_dir, "loss", window, results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     base = next(iter(curves), "")
     for label, c in curves.items():
@@ -326,12 +329,13 @@ def plot_curves(runs: Sequence[Any], sweep_dir: str, path: str, window: int = 8)
 
 def report(runs: Sequence[Any], sweep_dir: str) -> Optional[str]:
     """Writes table.md, table.csv and the PNG plots for the finished runs; returns the Markdown table."""
-    rows = summarize(load_results(runs, sweep_dir))
+    results = load_results(runs, sweep_dir)
+    rows = summarize(results)
     if not rows:
         return None
     table = markdown_table(rows)
     files.write_text(files.join(sweep_dir, "table.md"), table)
-    paired = paired_differences(load_results(runs, sweep_dir))
+    paired = paired_differences(results)
     if paired:
         files.write_text(
             files.join(sweep_dir, "paired.md"), paired_markdown(paired, rows[0]["label"])
@@ -339,5 +343,5 @@ def report(runs: Sequence[Any], sweep_dir: str) -> Optional[str]:
     write_csv(rows, files.join(sweep_dir, "table.csv"))
     plot_accuracy(rows, files.join(sweep_dir, "accuracy.png"))
     plot_resolution(rows, files.join(sweep_dir, "resolution.png"))
-    plot_curves(runs, sweep_dir, files.join(sweep_dir, "curves.png"))
+    plot_curves(runs, sweep_dir, files.join(sweep_dir, "curves.png"), results=results)
     return table

@@ -27,19 +27,11 @@ def patch_distances(grid: Grid) -> np.ndarray:
     return np.hypot(ys[:, None] - ys[None], xs[:, None] - xs[None])
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 with ties given their mean rank (as Spearman's correlation needs)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x))
-    values, inverse = np.unique(x, return_inverse=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / np.bincount(inverse))[inverse]
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two equally long vectors."""
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+    """Spearman's rank correlation of two equally long vectors (ties get their mean rank)."""
+    import scipy.stats  # noqa: PLC0415  (a dependency of jax)
+
+    return float(scipy.stats.spearmanr(a, b).statistic)
 
 
 def structure(table: np.ndarray, grid: Grid) -> Dict[str, float]:
