@@ -35,10 +35,15 @@ def none(x, *, num_prefix: int, model):
 
 
 class MAPHead(nn.Module):
-    """Multihead attention pooling (big_vision): a learned probe attends over all tokens."""
+    """Multihead attention pooling (big_vision): a learned probe attends over all tokens.
+
+    Its MLP uses the encoder's activation (`gelu_approximate`): big_vision's MAP head calls the same
+    `MlpBlock`, so a checkpoint trained there needs the tanh GELU here too.
+    """
 
     num_heads: int
     mlp_dim: int
+    gelu_approximate: bool = False
     kernels: str = "stock"
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
@@ -57,7 +62,11 @@ class MAPHead(nn.Module):
         )(probe, x)
         y = nn.LayerNorm(1e-6, dtype=self.dtype, param_dtype=self.param_dtype)(x)
         mlp = MlpBlock(
-            self.mlp_dim, kernels=self.kernels, dtype=self.dtype, param_dtype=self.param_dtype
+            self.mlp_dim,
+            gelu_approximate=self.gelu_approximate,
+            kernels=self.kernels,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
         )
         x = x + mlp(y)
         return x[:, 0]
@@ -68,6 +77,7 @@ def map_pool(x, *, num_prefix: int, model):
     head = MAPHead(
         num_heads=model.num_heads,
         mlp_dim=model.mlp_dim,
+        gelu_approximate=model.gelu_approximate,
         kernels=model.kernels,
         dtype=model.compute_dtype,
         param_dtype=model.params_dtype,
