@@ -35,16 +35,31 @@ def _from_dataclass(cls, skip=()) -> dict:
     }
 
 
-def model_defaults() -> ml_collections.ConfigDict:
-    """`config.model`: a size string (or None) and the sizes, plus every `vit_jax.MODEL_OPTIONS`.
+def model_defaults(model_name: str = "vit") -> ml_collections.ConfigDict:
+    """`config.model` of family `model_name` (`vit_jax.models.FAMILIES`): a size string (or None)
+    and the family's sizes, plus every option of its module with the module's defaults.
 
-    Sizes left None come from `variant`; with `variant=None` all five must be given.
+    Sizes left None come from `variant`; with `variant=None` all must be given.
     """
-    hints = typing.get_type_hints(models.VisionTransformer)
-    options = {k: _value(v, hints[k]) for k, v in models.OPTION_DEFAULTS.items()}
-    sizes = {k: ml_collections.FieldReference(None, field_type=int) for k in models.SIZE_KEYS}
-    variant = ml_collections.FieldReference("Ti/16", field_type=str)  # typed: may be set to None
+    family = models.families.get(model_name)
+    hints = typing.get_type_hints(family.module)
+    options = {
+        k: _value(v, hints[k]) for k, v in family.defaults.items() if k not in family.size_keys
+    }
+    sizes = {
+        k: ml_collections.FieldReference(None, field_type=_size_type(hints[k]))
+        for k in family.size_keys
+    }
+    # typed: may be set to None
+    variant = ml_collections.FieldReference(family.default_variant, field_type=str)
     return ml_collections.ConfigDict(dict(variant=variant, **sizes, **options))
+
+
+def _size_type(annotation: Any):
+    """The type a size is given as: `patch_size` as one int, other sizes as annotated."""
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
+    kind = typing.get_origin(kinds[0]) or kinds[0]
+    return int if annotation == typing.Tuple[int, int] else kind
 
 
 def aug_defaults() -> ml_collections.ConfigDict:
@@ -52,8 +67,9 @@ def aug_defaults() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_from_dataclass(AugConfig))
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """All keys with their defaults."""
+def base_config(model_name: str = "vit") -> ml_collections.ConfigDict:
+    """All keys with their defaults; `config.model` holds the options of family `model_name`
+    ("vit", "resnet", "hybrid": `vit_jax.models.FAMILIES`)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     # Data (vit_jax.data; meanings in vit_jax/data/options.py): dataset "digits",
@@ -62,7 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.update(_from_dataclass(DataConfig, skip=("aug", "seed")))
     c.num_classes = ml_collections.FieldReference(None, field_type=int)  # None: from the dataset
     c.aug = aug_defaults()
-    c.model = model_defaults()
+    c.model_name = model_name  # the model family; config.model holds its options
+    c.model = model_defaults(model_name)
 
     # Optimisation (vit_jax/train/optim.py).
     c.total_steps = 1000
@@ -101,10 +118,24 @@ def base_config() -> ml_collections.ConfigDict:
     # Ignored with distributed=True and when JAX has already started.
     c.cpu_devices = 0
 
-    # Fine-tuning (vit_jax/weights/finetune.py).
+    # Fine-tuning (vit_jax/weights/finetune.py). gelu_check: one warning line when the checkpoint's
+    # GELU differs from model.gelu_approximate (Google's/big_vision's weights: tanh); False: deliberate.
     c.init_from = ml_collections.ConfigDict(
-        dict(path="", format="auto", posemb_resize="bilinear", skip_head=True)
+        dict(path="", format="auto", posemb_resize="bilinear", skip_head=True, gelu_check=True)
     )
+
+    # Distillation from a frozen teacher (DeiT; vit_jax/train/distill.py):
+    # loss = (1 - alpha)·CE(student, labels) + alpha·distill. kind: none | soft (tau²·KL of the
+    # tau-softened distributions) | hard (CE against the teacher's argmax). teacher: a finished
+    # run's workdir, or an .npz whose model is teacher_model (config.model's keys of family
+    # teacher_model_name, set in a config file). With model.distill_token the distillation head
+    # learns from the teacher, the class head from the labels.
+    c.distill = ml_collections.ConfigDict(
+        dict(
+            kind="none", teacher="", alpha=0.5, tau=1.0, teacher_model_name="vit",
+            teacher_model=ml_collections.ConfigDict(),
+        )
+    )  # fmt: skip
 
     # Loop, evaluation, logging, checkpoints.
     c.log_every = 50  # 0: only at the end
@@ -143,7 +174,7 @@ def load_config(path: str, *args, relative_to: str = None) -> ml_collections.Con
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
     """A run's saved `config.json` (a dict) as a full config: keys added to the package since the
     run was saved take their defaults; JSON lists become tuples where the key holds a tuple."""
-    c = base_config()
+    c = base_config(saved.get("model_name", "vit"))
 
     def merge(node, values):
         for key, value in values.items():

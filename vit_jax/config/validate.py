@@ -5,7 +5,7 @@ import re
 import jax
 
 from vit_jax import evaluators, models
-from vit_jax.common import cpu_devices, trees
+from vit_jax.common import cpu_devices, files, trees
 from vit_jax.common.errors import Error
 from vit_jax.config.defaults import base_config
 from vit_jax.data.options import read_config
@@ -30,9 +30,24 @@ def eval_batch_size(config) -> int:
 
 def check_keys(config) -> None:
     """Unknown keys (typos) and values of the wrong type, against `base_config()`."""
-    base = trees.flatten(base_config())
+    name = config.get("model_name", "vit")
+    try:
+        base = trees.flatten(base_config(name))
+    except ValueError as e:
+        raise ConfigError(f"config.model_name: {e}") from None
     got = trees.flatten(config)
-    unknown = sorted(k for k in set(got) - set(base) if not k.startswith("evals."))
+    free = ("evals.", "distill.teacher_model.")  # free-form blocks, checked where they are used
+    unknown = sorted(k for k in set(got) - set(base) if not k.startswith(free))
+    if unknown and all(k.startswith("model.") for k in unknown):
+        others = [f for f in models.FAMILIES.names() if f != name]
+        owner = [f for f in others if {k[6:] for k in unknown} <= set(models.FAMILIES.get(f).options)]
+        hint = (
+            f"they are options of model_name={owner[0]!r}; a config of family {name!r} starts "
+            f"from base_config({name!r})"
+            if owner
+            else f"see the fields of {models.FAMILIES.get(name).module.__name__}"
+        )
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} of model_name={name!r}; {hint}")
     if unknown:
         raise ConfigError(
             f"unknown config key(s): {', '.join(unknown)}; see vit_jax/config/defaults.py"
@@ -124,6 +139,7 @@ def check_values(config, num_devices: int = None) -> None:
         )
     check_model(config)
     check_evals(config)
+    check_distill(config)
 
 
 def check_evals(config) -> None:
@@ -180,16 +196,66 @@ def check_param_rules(config) -> None:
 
 
 def check_model(config) -> None:
-    """The model options (without building the model) and the patch size against image_size."""
+    """The model options (without building the model) and the image size against the model's
+    downsampling (a ViT's patch size; a hybrid's stem times its patch)."""
+    name = config.get("model_name", "vit")
     try:
-        opts = models.config_options(config.model)
+        step = models.stride(config.model, name)
     except ValueError as e:
         raise ConfigError(f"config.model: {e}") from None
-    ph, pw = opts["patch_size"]
-    if config.image_size % ph or config.image_size % pw:
+    if config.image_size % step:
         raise ConfigError(
-            f"config.image_size={config.image_size} is not divisible by the patch size {ph} of "
+            f"config.image_size={config.image_size} is not divisible by the patch size {step} of "
             f"the model (model.variant={config.model.variant!r}, model.patch_size)"
+        )
+
+
+def check_distill(config) -> None:
+    """`config.distill` (vit_jax/train/distill.py): kind, alpha, tau, the teacher and the
+    distillation token. The teacher's number of classes is checked when it is loaded."""
+    d = config.distill
+    kinds = ("none", "soft", "hard")
+    if d.kind not in kinds:
+        raise ConfigError(f"config.distill.kind={d.kind!r} is not one of {', '.join(kinds)}")
+    if not 0.0 <= d.alpha <= 1.0:
+        raise ConfigError(f"config.distill.alpha={d.alpha} must lie in [0, 1]")
+    if not d.tau > 0:
+        raise ConfigError(f"config.distill.tau={d.tau} must be positive")
+    if d.kind == "none":
+        if config.model.get("distill_token"):
+            raise ConfigError(
+                "config.model.distill_token=True needs a teacher for its head; set "
+                "config.distill.kind (soft or hard) and config.distill.teacher"
+            )
+        return
+    if not d.teacher:
+        raise ConfigError(
+            f"config.distill.kind={d.kind!r} needs config.distill.teacher: a finished run's "
+            "workdir or an .npz file"
+        )
+    if config.loss == "mse":
+        raise ConfigError("config.distill.kind needs a classification loss, not config.loss='mse'")
+    if not files.exists(d.teacher):
+        raise ConfigError(f"config.distill.teacher={d.teacher!r} does not exist")
+    if d.teacher.endswith(".npz"):
+        if not d.teacher_model:
+            raise ConfigError(
+                "config.distill.teacher_model is empty: an .npz teacher needs its model as "
+                "config.model keys, e.g. dict(variant='B/16') in a config file"
+            )
+        try:
+            models.config_options(d.teacher_model, d.teacher_model_name)
+        except ValueError as e:
+            raise ConfigError(f"config.distill.teacher_model: {e}") from None
+    elif not files.exists(files.join(d.teacher, "config.json")):
+        raise ConfigError(
+            f"config.distill.teacher={d.teacher!r} is neither an .npz file nor a run's workdir "
+            "(no config.json)"
+        )
+    elif d.teacher_model:
+        raise ConfigError(
+            "config.distill.teacher_model is for an .npz teacher; a workdir teacher's model comes "
+            "from its config.json: leave teacher_model empty"
         )
 
 

@@ -59,7 +59,7 @@ class Classification(Evaluator):
         ):
             return f"patch_size={patch!r} must be a positive int (None: the model's)"
         if patch is not None or size is not None:
-            patch = patch or models.config_options(config.model)["patch_size"][0]
+            patch = patch or models.stride(config.model, config.get("model_name", "vit"))
             size = config.image_size if size is None else size
             if not isinstance(size, int) or size <= 0 or size % patch:
                 return f"image_size={size!r} is not a positive multiple of the patch size {patch}"

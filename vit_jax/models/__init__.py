@@ -2,7 +2,10 @@
 
 Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py checks it).
 
-  variants.py   size strings ("B/16"), `create_model`, `from_config`, option checks
+  families.py   FAMILIES registry (`config.model_name`): `create_model`, `from_config` of any family
+  variants.py   the `vit` family: size strings ("B/16"), option checks
+  resnet.py     the `resnet` family: BiT ResNets (both of big_vision's layouts), CIFAR ResNets
+  hybrid.py     the `hybrid` family: the ViT paper's ResNet stem + ViT encoder ("R50+B/16")
   vit.py        VisionTransformer → Encoder → Encoder1DBlock; `get_features`
   attention.py  multi-head self-attention (naive / XLA / cuDNN / manual kernel)
   layers.py     MlpBlock, DropPath, LayerScale
@@ -14,22 +17,27 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
 """
 
 from vit_jax.models import relative  # noqa: F401  (registers the rel and relbias2d schemes)
+from vit_jax.models.families import (
+    FAMILIES,
+    Family,
+    config_options,
+    create_model,
+    from_config,
+    resolve_options,
+    stride,
+)
 from vit_jax.models.variants import (
     MODEL_OPTIONS,
     OPTION_DEFAULTS,
     SIZE_KEYS,
     SIZES,
-    config_options,
-    create_model,
     decode_variant,
-    from_config,
-    resolve_options,
     validate_options,
 )
 from vit_jax.models.vit import VisionTransformer, get_features
 
 __all__ = [
-    "MODEL_OPTIONS", "OPTION_DEFAULTS", "SIZES", "SIZE_KEYS", "VisionTransformer", "create_model",
+    "FAMILIES", "Family", "stride", "MODEL_OPTIONS", "OPTION_DEFAULTS", "SIZES", "SIZE_KEYS", "VisionTransformer", "create_model",
     "config_options", "decode_variant", "from_config", "get_features", "resolve_options",
     "validate_options",
 ]  # fmt: skip

@@ -1,18 +1,23 @@
-"""Size strings ("B/16") → model hyper-parameters, and `create_model`, the one public constructor.
+"""The `vit` family: size strings ("B/16") → model hyper-parameters, and the option checks.
+
+`create_model` / `from_config` (vit_jax/models/families.py) build it, and every other family.
 
 Sizes follow the ViT paper and "Scaling Vision Transformers" (Zhai et al. 2022).
 """
 
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Tuple
+import math
+from typing import Any, Dict, Tuple
 
 import jax.numpy as jnp
 
 from vit_jax import kernels
+from vit_jax.models.families import FAMILIES, Family
 from vit_jax.models.heads import HEADS
 from vit_jax.models.norms import NORMS
 from vit_jax.models.pooling import POOLS
 from vit_jax.models.posemb import POSEMB, check_rope_coords
+from vit_jax.models.tokenizers import check_options as check_small_data_options
 from vit_jax.models.vit import REMAT_POLICIES, VisionTransformer
 
 # name: (width, depth, mlp_dim, heads)
@@ -117,62 +122,21 @@ def validate_options(opts: Dict[str, Any]) -> None:
         raise ValueError(
             "pool='token' needs a class token; drop cls_token=False or pick another pool"
         )
+    check_small_data_options(opts)  # tokenizer, conv_layers, conv_kernel, lsa
 
 
-def resolve_options(variant: Optional[str], **overrides) -> Dict[str, Any]:
-    """Every option of the model `create_model(variant, ..., **overrides)` builds, checked.
-
-    The variant's sizes, then `overrides`, then `OPTION_DEFAULTS`; `patch_size` as a pair.
-    `kernels` / `attn_impl` stay as given ("auto" included).
-
-    Raises:
-      ValueError: one line naming the option that cannot work.
-    """
-    opts = {**(decode_variant(variant) if variant else {}), **overrides}
-    if isinstance(opts.get("patch_size"), int):
-        opts["patch_size"] = (opts["patch_size"],) * 2
-    if opts.get("patch_size") is not None:
-        opts["patch_size"] = tuple(opts["patch_size"])
-    validate_options(opts)
-    return {**OPTION_DEFAULTS, **opts}
+def _stride(opts: Dict[str, Any]) -> int:
+    """Square images: their side must be a multiple of both patch sides."""
+    return math.lcm(*opts["patch_size"])
 
 
-def config_options(model_config: Mapping[str, Any]) -> Dict[str, Any]:
-    """`resolve_options` for a `config.model` mapping: `variant` plus options; sizes left None
-    come from the variant."""
-    opts = {
-        k: v
-        for k, v in model_config.items()
-        if k != "variant" and not (k in SIZE_KEYS and v is None)
-    }
-    return resolve_options(model_config.get("variant"), **opts)
-
-
-def create_model(
-    variant: Optional[str], num_classes: Optional[int], **overrides
-) -> VisionTransformer:
-    """Builds a ViT from a size string and options.
-
-    Args:
-      variant: size/patch, e.g. "Ti/16", "B/16", "H/14", "S/4"; or None when `overrides` give all of
-        patch_size, hidden_size, depth, mlp_dim and num_heads.
-      num_classes: outputs of the head; 0 or None for no head (pooled features).
-      **overrides: any of `MODEL_OPTIONS`, e.g. posemb="rope2d", pool="gap", dtype="bfloat16".
-        `kernels` and `attn_impl` left at "auto" are resolved here for JAX's backend
-        (`vit_jax.kernels.resolve`).
-
-    Returns:
-      An unbound `VisionTransformer`.
-    """
-    return _build(resolve_options(variant, **overrides), num_classes)
-
-
-def from_config(model_config: Mapping[str, Any], num_classes: Optional[int]) -> VisionTransformer:
-    """`create_model` from a `config.model` mapping (see `config_options`)."""
-    return _build(config_options(model_config), num_classes)
-
-
-def _build(opts: Dict[str, Any], num_classes: Optional[int]) -> VisionTransformer:
-    opts = dict(opts)
-    opts["kernels"], opts["attn_impl"] = kernels.resolve(opts["kernels"], opts["attn_impl"])
-    return VisionTransformer(num_classes=num_classes, **opts)
+FAMILIES.register("vit")(
+    Family(
+        module=VisionTransformer,
+        decode_variant=decode_variant,
+        validate=validate_options,
+        size_keys=SIZE_KEYS,
+        default_variant="Ti/16",
+        stride=_stride,
+    )
+)

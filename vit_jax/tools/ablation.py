@@ -156,7 +156,7 @@ REPRESENTATION = ("fewshot", "knn")  # evaluator types whose metrics become tabl
 
 def check_eval_sizes(config, sizes: Sequence[int]) -> None:
     """Raises ConfigError unless every eval resolution is positive and divisible by the patch size."""
-    patch = models.config_options(config.model)["patch_size"][0]
+    patch = models.stride(config.model, config.model_name)
     bad = [s for s in sizes if s <= 0 or s % patch]
     if bad:
         raise ConfigError(

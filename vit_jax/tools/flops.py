@@ -1,4 +1,8 @@
-"""Analytic FLOP count of a ViT: the matrix multiplications, 2 FLOPs per multiply-add.
+"""FLOP count of a model: the matrix multiplications and convolutions, 2 FLOPs per multiply-add.
+
+A plain ViT is counted analytically (`vit_forward_flops`); every other family (ResNet, hybrid) by
+walking the forward pass's jaxpr and counting each `dot_general` and `conv_general_dilated`
+(`jaxpr_forward_flops`, which agrees with the analytic ViT count: tests/tools/test_flops.py).
 
 This is the "model FLOPs" of MFU: elementwise work (norms, GELU, softmax) and the extra forward pass
 of rematerialisation are left out. A training step counts 3x the forward pass (the backward pass
@@ -6,7 +10,12 @@ multiplies by the weights and by the activations). `vit_jax.benchmark` cross-che
 against XLA's cost analysis of the compiled step.
 """
 
+import math
 from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
 
 from vit_jax.models import VisionTransformer
 
@@ -23,8 +32,51 @@ def _mlp_flops(tokens: int, width: int, mlp_dim: int) -> int:
     return 2 * tokens * width * mlp_dim * 2
 
 
-def forward_flops(model: VisionTransformer, image_hw: Tuple[int, int], channels: int = 3) -> int:
-    """Matmul FLOPs of the forward pass of one `image_hw` image through `model`."""
+def forward_flops(model, image_hw: Tuple[int, int], channels: int = 3) -> int:
+    """Matmul and convolution FLOPs of the forward pass of one `image_hw` image through `model`."""
+    if type(model) is VisionTransformer:
+        return vit_forward_flops(model, image_hw, channels)
+    return jaxpr_forward_flops(model, image_hw, channels)
+
+
+def _eqn_flops(eqn) -> int:
+    if eqn.primitive.name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        k = math.prod(lhs[d] for d in lhs_contract)
+        return 2 * math.prod(eqn.outvars[0].aval.shape) * k
+    if eqn.primitive.name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        per_output = math.prod(rhs) // out_features  # (in / groups) · kernel window
+        return 2 * math.prod(eqn.outvars[0].aval.shape) * per_output
+    return 0
+
+
+def _jaxpr_flops(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += _eqn_flops(eqn)
+        times = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jex_core.ClosedJaxpr):
+                    total += times * _jaxpr_flops(sub.jaxpr)
+                elif isinstance(sub, jex_core.Jaxpr):
+                    total += times * _jaxpr_flops(sub)
+    return total
+
+
+def jaxpr_forward_flops(model, image_hw: Tuple[int, int], channels: int = 3) -> int:
+    """`forward_flops` of any Flax model, counted in its jaxpr (one image, eval mode)."""
+    images = jnp.zeros((1, *image_hw, channels), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, images)
+    return _jaxpr_flops(jaxpr.jaxpr)
+
+
+def vit_forward_flops(model: VisionTransformer, image_hw: Tuple[int, int], channels: int = 3):
+    """Matmul FLOPs of the forward pass of one `image_hw` image through a ViT (analytic)."""
     (ph, pw), d = model.patch_size, model.hidden_size
     patches = (image_hw[0] // ph) * (image_hw[1] // pw)
     tokens = patches + model.num_prefix
@@ -43,7 +95,7 @@ def forward_flops(model: VisionTransformer, image_hw: Tuple[int, int], channels:
     return flops
 
 
-def step_flops(model: VisionTransformer, image_hw: Tuple[int, int], mode: str) -> int:
+def step_flops(model, image_hw: Tuple[int, int], mode: str) -> int:
     """Model FLOPs per image of one `train` (3x forward) or `infer` (forward) step."""
     if mode not in ("train", "infer"):
         raise ValueError(f"mode={mode!r}; use 'train' or 'infer'")

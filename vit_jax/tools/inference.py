@@ -60,11 +60,11 @@ def load_run(workdir_or_checkpoint: str, config=None):
     # The head's width is the truth; the dataset's classes only name them.
     head = params.get("head/kernel")
     num_classes = head.shape[-1] if head is not None else config.num_classes or len(names)
-    model = models.from_config(config.model, num_classes)
+    model = models.from_config(config.model, num_classes, config.get("model_name", "vit"))
     variables = {"params": _fit(model, config, params, source)}
     if batch_stats:
         # in the model's block layout (a checkpoint written before a resume with another model.scan)
-        variables["batch_stats"] = (scan.stack_blocks if model.scan else scan.unstack_blocks)(
+        variables["batch_stats"] = (scan.stack_blocks if getattr(model, "scan", False) else scan.unstack_blocks)(
             batch_stats
         )
     if len(names) != num_classes:

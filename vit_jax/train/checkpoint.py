@@ -260,12 +260,16 @@ def effective(config_dict: Dict[str, Any]) -> Dict[str, Any]:
     string is replaced by the sizes it means; a None eval_batch_size by batch_size; tuples by lists
     (as JSON has them). So a config that only changed how it is written compares equal.
     """
-    flat = trees.flatten(json.loads(config_lib.base_config().to_json()))
+    name = config_dict.get("model_name", "vit")
+    try:
+        flat = trees.flatten(json.loads(config_lib.base_config(name).to_json()))
+    except ValueError:  # an unknown family: compare as written
+        flat = {}
     flat.update(trees.flatten(config_dict))
     model = {k[len("model.") :]: v for k, v in flat.items() if k.startswith("model.")}
     try:
-        sizes = models.config_options(model)
-        for key in models.SIZE_KEYS:
+        sizes = models.config_options(model, name)
+        for key in models.families.get(name).size_keys:
             flat[f"model.{key}"] = sizes[key]
         flat.pop("model.variant")
     except ValueError:  # an invalid model: compare as written

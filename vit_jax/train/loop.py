@@ -50,7 +50,7 @@ class PreemptionGuard:
 
 def build(config, num_classes: int, mesh):
     """Model, optimizer, schedule, abstract state and its shardings."""
-    model = models.from_config(config.model, num_classes)
+    model = models.from_config(config.model, num_classes, config.model_name)
     schedule = make_schedule(config)
     image_shape = (1, config.image_size, config.image_size, 3)
     params_shape = jax.eval_shape(
@@ -118,6 +118,7 @@ def _init_from_pretrained(config, model, tx, state, shardings):
         config.init_from.path, model, (config.image_size, config.image_size),
         fmt=config.init_from.format, skip_head=config.init_from.skip_head,
         method=config.init_from.posemb_resize, seed=config.seed,
+        gelu_check=config.init_from.gelu_check,
     )  # fmt: skip
     state["params"] = jax.device_put(params, shardings["params"])
     state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
