@@ -109,7 +109,9 @@ def _run(images: List[str]) -> None:
     if _EXPORT_NPZ.value:
         from vit_jax.weights import npz  # noqa: PLC0415
 
-        print(f"wrote {npz.export_npz(variables['params'], _EXPORT_NPZ.value)}")
+        gelu = getattr(model, "gelu_approximate", None)  # recorded: fine-tuning warns on a change
+        written = npz.export_npz(variables["params"], _EXPORT_NPZ.value, gelu_approximate=gelu)
+        print(f"wrote {written}")
         problems = npz.timm_incompatibilities(model)
         if problems:  # the file is still ours to read back; timm would load it wrong or not at all
             print(

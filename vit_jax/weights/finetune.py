@@ -8,6 +8,7 @@ Which parameters train (`config.freeze_encoder`, a linear probe) is the optimize
 `vit_jax.train.optim.trainable_mask`.
 """
 
+import sys
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
@@ -91,6 +92,22 @@ def _fresh(model, images, names: Sequence[str], seed: int) -> Dict[str, Any]:
     return jax.device_get(init(jax.random.PRNGKey(seed)))
 
 
+def gelu_mismatch(flat: Dict[str, np.ndarray], model, source: str) -> Optional[str]:
+    """One `warning:` line when the raw checkpoint `flat` was trained with another GELU than
+    `model` computes (`npz.checkpoint_gelu`); None when they agree or the checkpoint's is unknown."""
+    gelu, why = npz.checkpoint_gelu(flat)
+    approximate = getattr(model, "gelu_approximate", None)
+    if gelu is None or approximate is None or (gelu == "tanh") == approximate:
+        return None
+    ours = "tanh" if approximate else "exact"
+    return (
+        f"warning: checkpoint {source} was trained with the {gelu} GELU ({why}) but the model uses "
+        f"the {ours} GELU, so it computes another function (logits ~1e-4 relative off); set "
+        f"model.gelu_approximate={not approximate}, or init_from.gelu_check=False (gelu_check=False) "
+        "if the change is deliberate"
+    )
+
+
 def load_pretrained(
     path: str,
     model,
@@ -102,6 +119,7 @@ def load_pretrained(
     ckpt_grid: Optional[Grid] = None,
     resize_patch: bool = True,
     seed: int = 0,
+    gelu_check: bool = True,
 ) -> Dict[str, Any]:
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
 
@@ -123,6 +141,9 @@ def load_pretrained(
       resize_patch: resize the patch embedding of a checkpoint with another patch size; False: that
         is a shape error.
       seed: PRNG seed for freshly initialised parameters.
+      gelu_check: print one `warning:` line (stderr, process 0) when the checkpoint's GELU differs
+        from the model's (`gelu_mismatch`: Google's and big_vision's weights are tanh-GELU
+        networks); False for a deliberate change.
 
     Returns:
       Nested dict of numpy arrays: the `params` collection for `model.apply`.
@@ -136,7 +157,11 @@ def load_pretrained(
     images = jnp.zeros((1, height, width, channels), jnp.float32)
     target = jax.eval_shape(model.init, jax.random.PRNGKey(seed), images)["params"]
     grid = (height // model.patch_size[0], width // model.patch_size[1])
-    flat = npz.canonical(_reader(path, fmt)(path), path)
+    raw = _reader(path, fmt)(path)
+    flat = npz.canonical(raw, path)
+    warning = gelu_mismatch(raw, model, path) if gelu_check else None
+    if warning and jax.process_index() == 0:
+        print(warning, file=sys.stderr, flush=True)
     params = npz.match_params(
         flat, target, source=path, skip_head=skip_head, grid=grid, ckpt_grid=ckpt_grid,
         method=method, resize_patch=resize_patch,

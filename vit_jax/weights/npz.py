@@ -11,6 +11,8 @@ Every key is translated on its own, so one reader covers the layouts in circulat
   scanned encoder `Transformer/encoderblock/...` with a leading depth axis.
 
 `export_npz` writes the vit_jax layout, the one timm's `_load_weights` (`load_pretrained`) reads.
+`checkpoint_gelu` tells the GELU a checkpoint computes: Google's layouts (vit_jax, big_vision) the tanh
+approximation (both codebases call Flax's `nn.gelu`, tanh by default); an export states its own.
 A model with `scan=True` (stacked blocks) reads and writes the same per-block keys.
 Learned position tables are resized with `vit_jax.models.posemb.resize_table` / `resize_axis`.
 """
@@ -19,7 +21,7 @@ import io
 import re
 import zipfile
 import zlib
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import flax
 import jax
@@ -49,6 +51,8 @@ _TO_PRE_LINEN = {v: k for k, v in _PRE_LINEN.items()}
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/([^/]+)(/.*)$")
 _SCANNED = "Transformer/encoderblock/"
 _MAX_LISTED = 8
+# Metadata, not a parameter: the GELU of the model that `export_npz` wrote ("tanh" or "exact").
+GELU_KEY = "vit_jax_meta/gelu"
 
 
 # ------------------------------------------------------------------ reading
@@ -117,6 +121,7 @@ def canonical(flat: Flat, source: str = "checkpoint") -> Flat:
     zero class slot when the checkpoint has a `cls` token, matching our convention that the table holds
     one row per prefix token.
     """
+    flat = {k: v for k, v in flat.items() if k != GELU_KEY}
     flat = _unscan(_strip_prefix(flat, source))
     flat = {_rename_block_module(k, _PRE_LINEN): v for k, v in flat.items()}
     if "pos_embedding" in flat:
@@ -125,6 +130,35 @@ def canonical(flat: Flat, source: str = "checkpoint") -> Flat:
             table = np.concatenate([np.zeros_like(table[:, :1]), table], axis=1)
         flat[POSEMB_KEY] = table
     return flat
+
+
+def checkpoint_layout(flat: Flat) -> str:
+    """The layout of a checkpoint's raw keys: "big_vision" (`params/` prefix, a top-level
+    `pos_embedding` or the scanned `Transformer/encoderblock`), "vit_jax" (`opt/target/` prefix or
+    pre-Linen block names: Google's vision_transformer releases, and `export_npz`'s default) or
+    "linen" (our own names)."""
+    if any(k.startswith("params/") for k in flat):
+        return "big_vision"
+    keys = _strip_prefix({k: v for k, v in flat.items() if k != GELU_KEY}, "checkpoint")
+    if "pos_embedding" in keys or any(k.startswith(_SCANNED) for k in keys):
+        return "big_vision"
+    pre_linen = any(_BLOCK.match(k) and _BLOCK.match(k).group(2) in _PRE_LINEN for k in keys)
+    return "vit_jax" if pre_linen or any(k.startswith("opt/target/") for k in flat) else "linen"
+
+
+def checkpoint_gelu(flat: Flat) -> Tuple[Optional[str], str]:
+    """(the GELU a raw checkpoint was trained with, "tanh", "exact" or None if unknown; its source).
+
+    A file written by `export_npz` with `gelu_approximate` says so itself; otherwise Google's layouts
+    mean Google's code, which uses Flax's `nn.gelu` (the tanh approximation) in the encoder and the
+    MAP head.
+    """
+    if GELU_KEY in flat:
+        return str(np.asarray(flat[GELU_KEY])), "as recorded in the file"
+    layout = checkpoint_layout(flat)
+    if layout in ("vit_jax", "big_vision"):
+        return "tanh", f"{layout} layout: Google's code, Flax's nn.gelu"
+    return None, f"{layout} layout"
 
 
 # ------------------------------------------------------------------ position tables
@@ -277,18 +311,24 @@ def to_layout(params, layout: str = "vit_jax") -> Flat:
     return flat
 
 
-def export_npz(params, path: str, *, layout: str = "vit_jax") -> str:
+def export_npz(
+    params, path: str, *, layout: str = "vit_jax", gelu_approximate: Optional[bool] = None
+) -> str:
     """Writes `params` to `path` as a flat `.npz` (written to a temporary file, then renamed).
 
     Args:
       params: our parameter tree (or variables with a `params` entry).
       path: output file; parent directories are created.
       layout: "vit_jax" (default; the released-checkpoint names timm reads) or "linen" (our names).
+      gelu_approximate: the model's GELU, recorded under `GELU_KEY` (readers of parameters, timm's
+        too, ignore it) so that `checkpoint_gelu` knows it; None records nothing.
 
     Returns:
       `path`.
     """
     flat = to_layout(jax.device_get(params), layout)
+    if gelu_approximate is not None:
+        flat[GELU_KEY] = np.array("tanh" if gelu_approximate else "exact")
     with files.atomic_write(path, "wb") as f:  # a file object: numpy appends no ".npz" to it
         np.savez(f, **flat)
     return path
