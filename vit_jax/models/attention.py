@@ -78,6 +78,11 @@ class MultiHeadDotProductAttention(nn.Module):
       qk_norm: LayerNorm over head_dim on queries and keys (ViT-22B).
       rope: a rotary scheme class from `vit_jax.models.posemb` (rotates queries and keys), a
         relative one from `vit_jax.models.relative` (adds a bias to the logits), or None.
+      lsa: Locality Self-Attention (Lee et al. 2021): softmax(q·kᵀ / τ) with one learned
+        `temperature` τ per layer (init √head_dim: the plain scale) and −inf on the diagonal (no
+        token attends to itself). Queries are scaled by √head_dim / τ and the diagonal is a logit
+        bias, so every path computes it; `cudnn` and `manual` run as `xla` (their kernels are
+        not given the bias).
     """
 
     num_heads: int
@@ -88,6 +93,7 @@ class MultiHeadDotProductAttention(nn.Module):
     rope: Optional[Any] = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    lsa: bool = False
 
     @nn.compact
     def __call__(self, x, *, grid, num_prefix: int, train: bool = False):
@@ -116,6 +122,16 @@ class MultiHeadDotProductAttention(nn.Module):
             rope = self.rope(num_heads=self.num_heads, param_dtype=self.param_dtype, name="rope")
             q, k = rope(q, grid, num_prefix), rope(k, grid, num_prefix)
 
+        impl = self.attn_impl
+        if self.lsa:
+            init = nn.initializers.constant(head_dim**0.5)
+            tau = self.param("temperature", init, (), self.param_dtype)
+            q = q * (head_dim**0.5 / tau).astype(q.dtype)  # the paths' 1/√d scale then gives 1/τ
+            t = x.shape[1]
+            diagonal = jnp.where(jnp.eye(t, dtype=bool), -jnp.inf, 0.0)[None, None]  # [1,1,T,T]
+            bias = diagonal if bias is None else bias + diagonal
+            impl = "xla" if impl == "cudnn" else impl  # "manual" with a bias runs as xla too
+
         use_dropout = train and self.dropout_rate > 0
         if self.attn_impl == "naive" or use_dropout:
             rng = self.make_rng("dropout") if use_dropout else None
@@ -124,7 +140,7 @@ class MultiHeadDotProductAttention(nn.Module):
             )
             self.sow("intermediates", "attention_weights", weights)
         else:
-            out = fused_attention(q, k, v, implementation=self.attn_impl, bias=bias)
+            out = fused_attention(q, k, v, implementation=impl, bias=bias)
 
         return nn.DenseGeneral(
             width,

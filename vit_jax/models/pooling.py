@@ -34,6 +34,18 @@ def none(x, *, num_prefix: int, model):
     return x
 
 
+@POOLS.register("seq")
+def seq_pool(x, *, num_prefix: int, model):
+    """Sequence pooling (CCT, Hassani et al. 2021): a learned score per patch token, `seq_pool` =
+    Dense(1); the tokens' sum weighted by softmax(score) over the patch tokens (prefix tokens
+    excluded, as `gap`; CCT has none)."""
+    kw = dict(dtype=model.compute_dtype, param_dtype=model.params_dtype)
+    x = x[:, num_prefix:]
+    score = nn.Dense(1, name="seq_pool", **kw)(x)[..., 0]  # [B, N]
+    weights = nn.softmax(score.astype(jnp.float32), axis=-1).astype(x.dtype)
+    return jnp.einsum("bn,bnd->bd", weights, x)
+
+
 class MAPHead(nn.Module):
     """Multihead attention pooling (big_vision): a learned probe attends over all tokens.
 

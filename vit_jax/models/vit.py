@@ -27,6 +27,7 @@ from vit_jax.models.layers import DropPath, LayerScale, MlpBlock
 from vit_jax.models.norms import NORMS
 from vit_jax.models.pooling import POOLS
 from vit_jax.models.posemb import POSEMB, Grid
+from vit_jax.models.tokenizers import TOKENIZERS
 
 
 class Encoder1DBlock(nn.Module):
@@ -56,6 +57,7 @@ class Encoder1DBlock(nn.Module):
     gelu_approximate: bool
     dtype: Any
     param_dtype: Any
+    lsa: bool = False  # Locality Self-Attention in the attention layer
 
     @nn.compact
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, drop_path=None):
@@ -66,7 +68,7 @@ class Encoder1DBlock(nn.Module):
         y = norm(train=train, name="LayerNorm_0", **kw)(x) if pre else x
         y = MultiHeadDotProductAttention(
             self.num_heads, self.attention_dropout_rate, self.qk_norm, self.attn_impl,
-            self.kernels, self.rope, name="MultiHeadDotProductAttention_0", **kw,
+            self.kernels, self.rope, name="MultiHeadDotProductAttention_0", lsa=self.lsa, **kw,
         )(y, grid=grid, num_prefix=num_prefix, train=train)  # fmt: skip
         y = nn.Dropout(self.dropout_rate)(y, deterministic=not train)
         y = LayerScale(self.layer_scale, name="ls1")(y) if self.layer_scale else y
@@ -211,6 +213,12 @@ class VisionTransformer(nn.Module):
     prefix_posemb: bool = True  # False: no position embedding on the CLS token (big_vision)
     rope_coords: str = "index"  # rotary schemes: "index" or "reference" (posemb.ROPE_COORDS)
     rope_ref_grid: Optional[int] = None  # the reference grid of rope_coords="reference"
+    # Small-data ViTs (vit_jax/models/tokenizers.py): "patch", "conv" (CCT; patch_size = its
+    # downsampling), "spt" (shifted patches); the conv stages; Locality Self-Attention.
+    tokenizer: str = "patch"
+    conv_layers: int = 1  # tokenizer="conv": conv-ReLU-max-pool stages
+    conv_kernel: int = 3  # tokenizer="conv": their kernel side
+    lsa: bool = False  # learned softmax temperature, no attention to itself (Lee et al. 2021)
 
     @property
     def compute_dtype(self):
@@ -235,9 +243,8 @@ class VisionTransformer(nn.Module):
                 "resize the images or pick another patch size"
             )
         kw = dict(dtype=self.compute_dtype, param_dtype=self.params_dtype)
-        x = nn.Conv(
-            self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID", name="embedding", **kw
-        )(images.astype(self.compute_dtype))
+        x = images.astype(self.compute_dtype)
+        x = TOKENIZERS.get(self.tokenizer)(x, model=self, patch=(ph, pw))  # [B, h, w, D]
         b, h, w, d = x.shape
         x = x.reshape(b, h * w, d)  # [B, N, D], row-major patches
         if self.num_prefix:
@@ -255,6 +262,7 @@ class VisionTransformer(nn.Module):
             attn_impl=self.attn_impl,
             kernels=self.kernels,
             gelu_approximate=self.gelu_approximate,
+            lsa=self.lsa,
         )
         registers = None
         if self.num_registers:
