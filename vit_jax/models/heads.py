@@ -1,4 +1,5 @@
-"""Output heads by name (`HEADS`): each builds the final Dense called `head`."""
+"""Output heads by name (`HEADS`): each builds the final Dense, called `head` unless `name` says
+otherwise (the distillation token's `head_dist`)."""
 
 import flax.linen as nn
 
@@ -8,7 +9,9 @@ HEADS = Registry("head")
 
 
 @HEADS.register("classification")
-def classification(num_classes: int, *, use_bias: bool, bias_init: float, dtype, param_dtype):
+def classification(
+    num_classes: int, *, use_bias: bool, bias_init: float, dtype, param_dtype, name: str = "head"
+):
     """Zero-initialised linear classifier (ViT): logits start at `bias_init`, softmax is uniform."""
     return nn.Dense(
         num_classes,
@@ -17,12 +20,14 @@ def classification(num_classes: int, *, use_bias: bool, bias_init: float, dtype,
         bias_init=nn.initializers.constant(bias_init),
         dtype=dtype,
         param_dtype=param_dtype,
-        name="head",
+        name=name,
     )
 
 
 @HEADS.register("regression")
-def regression(num_classes: int, *, use_bias: bool, bias_init: float, dtype, param_dtype):
+def regression(
+    num_classes: int, *, use_bias: bool, bias_init: float, dtype, param_dtype, name: str = "head"
+):
     """`num_classes` real outputs (no softmax); LeCun-normal init so outputs vary from step 0."""
     return nn.Dense(
         num_classes,
@@ -31,5 +36,5 @@ def regression(num_classes: int, *, use_bias: bool, bias_init: float, dtype, par
         bias_init=nn.initializers.constant(bias_init),
         dtype=dtype,
         param_dtype=param_dtype,
-        name="head",
+        name=name,
     )

@@ -175,7 +175,11 @@ class VisionTransformer(nn.Module):
 
     Input images `[B, H, W, C]` with H and W divisible by the patch size (non-square allowed).
     Output: `[B, num_classes]` float32 logits; features `[B, D]` if `num_classes` is 0/None; all
-    tokens `[B, P + N, D]` with `pool='none'` and no head. Build it with `vit_jax.create_model`;
+    tokens `[B, P + N, D]` with `pool='none'` and no head. With `distill_token` (DeiT, Touvron et
+    al. 2021) a second prefix token `dist` follows `cls` and has its own head `head_dist` (same head
+    type, reading the token after the encoder norm, no pre-logits): with `train=True` the output is
+    the pair `(class-head logits, distillation-head logits)`, at evaluation (`train=False`) their
+    mean. Build it with `vit_jax.create_model`;
     `vit_jax.MODEL_OPTIONS` lists every option. The defaults of these fields are the defaults of
     `create_model` and of `config.model` (vit_jax/config/defaults.py derives them from here).
     """
@@ -219,6 +223,7 @@ class VisionTransformer(nn.Module):
     conv_layers: int = 1  # tokenizer="conv": conv-ReLU-max-pool stages
     conv_kernel: int = 3  # tokenizer="conv": their kernel side
     lsa: bool = False  # learned softmax temperature, no attention to itself (Lee et al. 2021)
+    distill_token: bool = False  # DeiT's distillation token and head (see the class docstring)
 
     @property
     def compute_dtype(self):
@@ -231,25 +236,48 @@ class VisionTransformer(nn.Module):
     @property
     def num_prefix(self) -> int:
         use_cls = self.pool == "token" if self.cls_token is None else self.cls_token
-        return int(use_cls)
+        return int(use_cls) + int(self.distill_token)
+
+    def _stem(self, images):
+        """What the patch embedding sees: the images here; a ResNet's feature map in the hybrid
+        family (`vit_jax.models.hybrid`). Called inside `__call__`, so it may create modules."""
+        return images
+
+    @property
+    def stem_stride(self) -> int:
+        """Downsampling of `_stem` (1 here): the image side must be a multiple of
+        stem_stride * patch_size."""
+        return 1
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):
         _, height, width, _ = images.shape
         ph, pw = self.patch_size
-        if height % ph or width % pw:
+        sh, sw = ph * self.stem_stride, pw * self.stem_stride  # a hybrid's stem, then the patch
+        if height % sh or width % sw:
             raise ValueError(
-                f"image size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
+                f"image size {height}x{width} is not divisible by the patch size {sh}x{sw}; "
                 "resize the images or pick another patch size"
             )
         kw = dict(dtype=self.compute_dtype, param_dtype=self.params_dtype)
-        x = images.astype(self.compute_dtype)
+        x = self._stem(images.astype(self.compute_dtype))
+        if x.shape[1] % ph or x.shape[2] % pw:
+            raise ValueError(
+                f"the stem's {x.shape[1]}x{x.shape[2]} feature map of {height}x{width} images is "
+                f"not divisible by the patch size {ph}x{pw}; resize the images"
+            )
         x = TOKENIZERS.get(self.tokenizer)(x, model=self, patch=(ph, pw))  # [B, h, w, D]
         b, h, w, d = x.shape
         x = x.reshape(b, h * w, d)  # [B, N, D], row-major patches
-        if self.num_prefix:
+        if self.num_prefix > self.distill_token:
             cls = self.param("cls", nn.initializers.zeros, (1, 1, d), self.params_dtype)
             x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
+        if self.distill_token:  # the last prefix token, after `cls`
+            if self.pool == "none" or not self.num_classes:
+                raise ValueError("distill_token needs a head (num_classes) and a pool but 'none'")
+            dist = self.param("dist", nn.initializers.normal(0.02), (1, 1, d), self.params_dtype)
+            dist, i = jnp.tile(dist.astype(x.dtype), (b, 1, 1)), self.num_prefix - 1
+            x = jnp.concatenate([x[:, :i], dist, x[:, i:]], axis=1)
 
         block = dict(
             mlp_dim=self.mlp_dim,
@@ -277,6 +305,7 @@ class VisionTransformer(nn.Module):
         if self.num_registers:  # registers take part in attention only: not pooled, not output
             p = self.num_prefix
             x = jnp.concatenate([x[:, :p], x[:, p + self.num_registers :]], axis=1)
+        dist = x[:, self.num_prefix - 1] if self.distill_token else None
         x = POOLS.get(self.pool)(x, num_prefix=self.num_prefix, model=self)
         self.sow("intermediates", "pre_logits_input", x)
 
@@ -288,6 +317,10 @@ class VisionTransformer(nn.Module):
         x = head(
             self.num_classes, use_bias=self.head_bias, bias_init=self.head_bias_init, **kw
         )(x)  # fmt: skip
+        if self.distill_token:
+            hd = head(self.num_classes, use_bias=self.head_bias, bias_init=self.head_bias_init,
+                      name="head_dist", **kw)(dist).astype(jnp.float32)  # fmt: skip
+            return (x.astype(jnp.float32), hd) if train else (x.astype(jnp.float32) + hd) / 2
         return x.astype(jnp.float32)
 
 

@@ -17,6 +17,7 @@ from vit_jax.common import files
 from vit_jax.common.errors import Error
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.config import ConfigError, validate
+from vit_jax.train import distill
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
 from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
@@ -170,6 +171,9 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
 
     # ----------------------------------------------------------------- model and state
     model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
+    teacher = None  # config.distill: a frozen teacher, loaded (and checked) before anything runs
+    if config.distill.kind != "none":
+        teacher = distill.load_teacher(config, num_classes, mesh)
     config_changed = check_config(workdir, config)
     best_name, best_key = best_metric(config)
     ckpt = Checkpointer(
@@ -192,6 +196,8 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     # ----------------------------------------------------------------- jitted steps
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     step_fn = ts.jit_train_step(config, model, tx, schedule, shardings, mesh)
+    if teacher is not None:  # the teacher's logits in the same jitted step
+        step_fn = distill.jit_train_step(config, model, tx, schedule, shardings, mesh, teacher)
     put = functools.partial(shd.to_global, mesh=mesh)
     context = evaluators.Context(model, put, replicated, config.loss)
 

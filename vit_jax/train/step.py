@@ -36,8 +36,14 @@ def init_state(model, tx, image_shape, seed: int) -> State:
 
 
 # ------------------------------------------------------------------ train step
-def _grads(model, loss_name, smoothing, params, batch_stats, images, targets, labels, rng):
-    """Loss, gradients, new batch statistics and accuracy for one micro-batch."""
+def _grads(model, loss_name, smoothing, params, batch_stats, images, targets, labels, rng,
+           distill=None, teacher=None):  # fmt: skip
+    """Loss, gradients, new batch statistics and accuracy for one micro-batch.
+
+    With `distill` (a `vit_jax.train.distill.Objective`), the teacher's logits on the same images
+    (its variables `teacher`; no gradient) enter DeiT's loss (1 - alpha)·CE + alpha·distillation.
+    """
+    teacher_logits = None if distill is None else distill.teacher_logits(teacher, images)
 
     def loss_fn(p):
         variables = {"params": p, "batch_stats": batch_stats} if batch_stats else {"params": p}
@@ -45,7 +51,11 @@ def _grads(model, loss_name, smoothing, params, batch_stats, images, targets, la
         logits, new = model.apply(
             variables, images, train=True, rngs={"dropout": rng}, mutable=mutable
         )
-        loss = LOSSES[loss_name](logits, smooth(targets, smoothing)).mean()
+        if distill is None:
+            loss = LOSSES[loss_name](logits, smooth(targets, smoothing)).mean()
+        else:  # `logits` becomes the class head's (a distillation token's model gives two)
+            ce = lambda z: LOSSES[loss_name](z, smooth(targets, smoothing)).mean()
+            logits, loss = distill.loss(logits, teacher_logits, ce)
         return loss, (logits, new.get("batch_stats", batch_stats))
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -53,15 +63,20 @@ def _grads(model, loss_name, smoothing, params, batch_stats, images, targets, la
     return loss, grads, new_stats, acc
 
 
-def train_step(state: State, batch, *, model, tx, schedule, loss_name="softmax_xent",
-               label_smoothing=0.0, accum_steps=1, nan_policy="stop"):  # fmt: skip
+def train_step(state: State, batch, teacher=None, *, model, tx, schedule, loss_name="softmax_xent",
+               label_smoothing=0.0, accum_steps=1, nan_policy="stop", distill=None):  # fmt: skip
     """One optimizer update on `batch`, averaging gradients over `accum_steps` micro-batches.
+
+    `distill` / `teacher`: a distillation objective and the frozen teacher's variables, an argument
+    of the jitted step (`vit_jax.train.distill.jit_train_step`); None trains on the labels alone.
 
     Micro-batch i holds examples i, i + k, i + 2k, ... so each stays spread over all devices.
     The dropout RNG is `fold_in(rng, step)`: a resumed run draws the same masks.
     """
     rng = jax.random.fold_in(state["rng"], state["step"])
-    grad_fn = functools.partial(_grads, model, loss_name, label_smoothing)
+    grad_fn = functools.partial(
+        _grads, model, loss_name, label_smoothing, distill=distill, teacher=teacher
+    )
     images, targets, labels = batch["image"], batch["soft_label"], batch["label"]
     if accum_steps == 1:
         loss, grads, stats, acc = grad_fn(
