@@ -1,0 +1,123 @@
+"""Every model family through the same loop: training, checkpoints, evaluators, resume, config
+checks; and the data-scaling study's sweep and summary on a tiny stand-in."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from tests.helpers.paths import ROOT
+from tests.helpers.tiny import tiny_config
+from vit_jax import models
+from vit_jax import train as train_lib
+from vit_jax.config import ConfigError, base_config, from_saved, validate, with_model
+from vit_jax.tools import data_scaling
+
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+
+
+def _family_config(name):
+    c = tiny_config(dataset="digits", batch_size=32, eval_batch_size=64)
+    c.total_steps, c.eval_every, c.checkpoint_every, c.log_every = 6, 0, 3, 3
+    c.evals.eval = dict(type="classification")
+    c.evals.knn = dict(type="knn", train_split="train[:50%]", k=5)
+    if name == "resnet":
+        c = with_model(c, "resnet", "R20")
+    elif name == "hybrid":
+        c = with_model(c, "hybrid", None)
+        c.model.update(dict(hidden_size=16, depth=1, mlp_dim=32, num_heads=2, patch_size=1))
+        c.model.update(dict(resnet_layers=(1,), pool="gap"))
+    return c
+
+
+@pytest.mark.parametrize("name", ["resnet", "hybrid"])
+def test_a_family_trains_evaluates_and_resumes_through_the_loop(tmp_path, name):
+    c = _family_config(name)
+    validate(c, num_devices=1)
+    result = train_lib.train_and_evaluate(c, str(tmp_path))
+    assert result["eval/count"] == 360 and 0.0 <= result["eval/top1"] <= 1.0
+    assert 0.0 <= result["knn/top1"] <= 1.0  # k-NN on the family's pooled features
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_name"] == name
+    rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    losses = [r["loss"] for r in rows if r["split"] == "train"]
+    assert all(math.isfinite(x) for x in losses) and len(losses) == 2
+    # a saved run of the family reads back as its own family (rerun = resume: nothing to train)
+    again = train_lib.train_and_evaluate(from_saved(saved), str(tmp_path))
+    assert again["eval/top1"] == result["eval/top1"]
+    if name == "resnet":  # BatchNorm statistics (the CIFAR layout) were trained and saved
+        assert saved["model"]["variant"] == "R20"
+
+
+def test_family_config_errors_are_one_line():
+    c = tiny_config(dataset="digits")
+    c.model_name = "resnet"  # a ViT config's model keys under another family
+    with pytest.raises(ConfigError, match="options of model_name='vit'") as e:
+        validate(c, num_devices=1)
+    assert "\n" not in str(e.value)
+    c = tiny_config(dataset="digits")
+    c.model_name = "cnn"
+    with pytest.raises(ConfigError, match="unknown model family"):
+        validate(c, num_devices=1)
+    c = with_model(tiny_config(dataset="digits"), "hybrid", "R50+B/16")
+    c.image_size = 40
+    with pytest.raises(ConfigError, match="image_size=40 is not divisible by the downsampling"):
+        validate(c, num_devices=1)
+    c = base_config("resnet")
+    c.model.layout = "densenet"
+    with pytest.raises(ConfigError, match="layout"):
+        validate(c, num_devices=1)
+
+
+def test_every_family_default_config_validates_and_states_its_defaults_once():
+    for name in models.FAMILIES.names():
+        c = base_config(name)
+        c.dataset = "digits"
+        c.image_size = 224
+        validate(c, num_devices=1)
+        family = models.families.get(name)
+        for key, default in family.defaults.items():
+            if key not in family.size_keys:
+                assert c.model[key] == default, (name, key)
+
+
+def test_data_scaling_configs_validate():
+    import data_scaling as configs  # configs/data_scaling.py
+
+    for name in configs.FAMILIES:
+        c = configs.get_config(name)
+        c.dataset = "digits"
+        validate(c, num_devices=1)
+    with pytest.raises(ValueError, match="unknown family"):
+        configs.get_config("mlp")
+
+
+def _stand_in(config, workdir):
+    """A fake run: top-1 = the fraction of train, so the summary can be checked exactly."""
+    os.makedirs(workdir, exist_ok=True)
+    pct = data_scaling._percent(config.train_split)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps(dict(split="train", step=1, loss=1.0, images_per_sec=100.0)) + "\n")
+    return {"eval/top1": pct / 100 + config.seed / 1000}
+
+
+def test_data_scaling_sweeps_each_fraction_and_summarises(tmp_path, monkeypatch):
+    c = _family_config("resnet")
+    monkeypatch.setattr(
+        data_scaling.ablation,
+        "evaluate_sizes",
+        lambda cfg, wd, sizes: ({s: dict(top1=_stand_in(cfg, wd)["eval/top1"]) for s in sizes}, 7),
+    )
+    assert data_scaling.run_family(c, "resnet", str(tmp_path), [10, 50], 2, train_fn=_stand_in)
+    assert len(list((tmp_path / "resnet" / "runs").glob("*/result.json"))) == 4
+    table = data_scaling.report(str(tmp_path), {"resnet": c}, [10, 50], 2, train_size=1000)
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    by_pct = {r["percent"]: r for r in rows}
+    assert by_pct[10]["top1"] == pytest.approx((0.100 + 0.101) / 2)
+    assert by_pct[50]["top1_std"] == pytest.approx(math.sqrt(0.001**2 / 2))
+    assert "| resnet |" in table and "10%" in table and (tmp_path / "scaling.png").stat().st_size
+    # rerun: everything is done, nothing trains
+    boom = lambda *a: pytest.fail("a finished run trained again")  # noqa: E731
+    assert data_scaling.run_family(c, "resnet", str(tmp_path), [10, 50], 2, train_fn=boom)
