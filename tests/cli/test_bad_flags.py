@@ -25,7 +25,8 @@ AT_LEAST_1 = (
     "total_steps", "batch_size", "image_size", "grad_accum_steps", "keep_checkpoints",
     "shuffle_buffer", "model.hidden_size", "model.depth", "model.mlp_dim", "model.num_heads",
     "model.patch_size", "num_classes", "eval_batch_size",
-    "data_threads", "model.rope_ref_grid", "rsqrt_timescale",
+    "data_threads", "model.rope_ref_grid", "rsqrt_timescale", "model.conv_layers",
+    "model.conv_kernel",  # odd and >= 3, and only with tokenizer="conv" (models/tokenizers.py)
 )  # fmt: skip
 AT_LEAST_0 = (
     "seed", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "prefetch",

@@ -6,6 +6,7 @@ once: `config.model` comes from the fields of `VisionTransformer`, `config.aug` 
 from `vit_jax.data.options` (AugConfig, DataConfig); only the trainer's own keys are written here.
 """
 
+import copy
 import dataclasses
 import importlib.util
 import os
@@ -57,9 +58,12 @@ def model_defaults(model_name: str = "vit") -> ml_collections.ConfigDict:
 
 def _size_type(annotation: Any):
     """The type a size is given as: `patch_size` as one int, other sizes as annotated."""
-    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] or [annotation]
-    kind = typing.get_origin(kinds[0]) or kinds[0]
-    return int if annotation == typing.Tuple[int, int] else kind
+    if annotation == typing.Tuple[int, int]:
+        return int
+    union = typing.get_origin(annotation) is typing.Union
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None)] if union else []
+    kind = (kinds or [annotation])[0]
+    return typing.get_origin(kind) or kind
 
 
 def aug_defaults() -> ml_collections.ConfigDict:
@@ -154,6 +158,24 @@ def base_config(model_name: str = "vit") -> ml_collections.ConfigDict:
     # A jax.profiler trace of N train steps, from the second step of each (re)start, into
     # workdir/tb/plugins/profile (TensorBoard's profile plugin; docs/workdirs.md); 0: off.
     c.profile_steps = 0
+    return c
+
+
+def with_model(
+    config, model_name: str, variant: str = None, keep_shared: bool = False
+) -> ml_collections.ConfigDict:
+    """A copy of `config` training family `model_name` instead: the data, optimiser and loop keys
+    stay, `config.model` becomes that family's defaults (with `variant`, if given), so
+    `with_model(load_config("cifar10.py", relative_to=__file__), "resnet", "R20")` is the CIFAR-10
+    recipe with a ResNet-20. `keep_shared`: options both families have keep their values (a ViT
+    config's encoder, sizes and variant included, for the hybrid)."""
+    c = copy.deepcopy(config)
+    c.model_name = model_name
+    c.model = model_defaults(model_name)
+    if keep_shared:
+        c.model.update({k: v for k, v in config.model.items() if k in c.model})
+    if variant is not None:
+        c.model.variant = variant
     return c
 
 

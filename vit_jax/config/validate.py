@@ -40,7 +40,9 @@ def check_keys(config) -> None:
     unknown = sorted(k for k in set(got) - set(base) if not k.startswith(free))
     if unknown and all(k.startswith("model.") for k in unknown):
         others = [f for f in models.FAMILIES.names() if f != name]
-        owner = [f for f in others if {k[6:] for k in unknown} <= set(models.FAMILIES.get(f).options)]
+        owner = [
+            f for f in others if {k[6:] for k in unknown} <= set(models.FAMILIES.get(f).options)
+        ]
         hint = (
             f"they are options of model_name={owner[0]!r}; a config of family {name!r} starts "
             f"from base_config({name!r})"
@@ -204,9 +206,12 @@ def check_model(config) -> None:
     except ValueError as e:
         raise ConfigError(f"config.model: {e}") from None
     if config.image_size % step:
+        what = (
+            "the patch size" if name == "vit" else f"the downsampling (stem × patch) of the {name}"
+        )
         raise ConfigError(
-            f"config.image_size={config.image_size} is not divisible by the patch size {step} of "
-            f"the model (model.variant={config.model.variant!r}, model.patch_size)"
+            f"config.image_size={config.image_size} is not divisible by {what} {step} of the model "
+            f"(model.variant={config.model.variant!r}, model.patch_size)"
         )
 
 

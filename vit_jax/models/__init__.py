@@ -5,6 +5,7 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   families.py   FAMILIES registry (`config.model_name`): `create_model`, `from_config` of any family
   variants.py   the `vit` family: size strings ("B/16"), option checks
   resnet.py     the `resnet` family: BiT ResNets (both of big_vision's layouts), CIFAR ResNets
+  tokenizers.py TOKENIZERS registry of the ViT: patch, conv (CCT), spt (shifted patches)
   hybrid.py     the `hybrid` family: the ViT paper's ResNet stem + ViT encoder ("R50+B/16")
   vit.py        VisionTransformer → Encoder → Encoder1DBlock; `get_features`
   attention.py  multi-head self-attention (naive / XLA / cuDNN / manual kernel)
@@ -16,7 +17,7 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   heads.py      HEADS registry: classification, regression
 """
 
-from vit_jax.models import relative  # noqa: F401  (registers the rel and relbias2d schemes)
+from vit_jax.models import hybrid, relative, resnet  # noqa: F401  (register families, schemes)
 from vit_jax.models.families import (
     FAMILIES,
     Family,
@@ -37,7 +38,8 @@ from vit_jax.models.variants import (
 from vit_jax.models.vit import VisionTransformer, get_features
 
 __all__ = [
-    "FAMILIES", "Family", "stride", "MODEL_OPTIONS", "OPTION_DEFAULTS", "SIZES", "SIZE_KEYS", "VisionTransformer", "create_model",
+    "FAMILIES", "Family", "stride", "MODEL_OPTIONS", "OPTION_DEFAULTS", "SIZES", "SIZE_KEYS",
+    "VisionTransformer", "create_model",
     "config_options", "decode_variant", "from_config", "get_features", "resolve_options",
     "validate_options",
 ]  # fmt: skip

@@ -17,13 +17,12 @@ Layouts (option `layout`; the width multiplier scales every one's channels):
   "cifar"      basic (two 3x3 conv) post-activation units, 3x3 stem, no max-pool. Depth 18 / 34:
                4 stages of 64..512 channels, (2,2,2,2) / (3,4,6,3) units (ResNet-18/34 as
                kuangliu/pytorch-cifar trains them); depth 6n+2: He et al. 2016 §4.2, 3 stages of
-               16/32/64 channels, n units each. Names conv_root, norm_root,
-               block{i}/unit{j}/{conv1,norm1,conv2,norm2,conv_proj,norm_proj}.
+               16/32/64 channels, n units each. Names conv_root, norm_root, block{i}/unit{j}/
+               {conv1,norm1,conv2,norm2,conv_proj,norm_proj}.
 Layout-dependent defaults (None below): `norm` "groupnorm", "batchnorm" for cifar (statistics in
 `batch_stats`); `weight_std` True, False for cifar; `shortcut` "zeropad" (He et al.'s option A:
-strided identity plus zero channels) for the 3-stage CIFAR nets, else "projection" (1x1 conv +
-norm). `ResNet` sows `stem`, `stage{i}`, `pre_logits_2d` (the map that is pooled) and
-`pre_logits_input` (its spatial mean, what the head sees) in `intermediates`.
+strided identity plus zero channels) for the 3-stage CIFAR nets, else "projection" (1x1 conv + norm).
+Any image size. Sown: `stem`, `stage{i}`, `pre_logits_2d`, `pre_logits_input` (what the head sees).
 """
 
 import dataclasses
@@ -35,9 +34,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_jax.models.families import FAMILIES, Family
+
 LAYOUTS = ("bit", "bit_paper", "cifar")
-NORMS = ("groupnorm", "batchnorm")
-SHORTCUTS = ("projection", "zeropad")
+NORMS, SHORTCUTS = ("groupnorm", "batchnorm"), ("projection", "zeropad")
 # Bottleneck units per stage by depth (big_vision bit.get_block_desc).
 BIT_BLOCKS = {
     26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3),
@@ -295,10 +295,8 @@ class ResNet(nn.Module):
         return head(pooled).astype(jnp.float32)
 
 
-_NOT_OPTIONS = ("parent", "name", "num_classes")
-OPTION_DEFAULTS = {
-    f.name: f.default for f in dataclasses.fields(ResNet) if f.name not in _NOT_OPTIONS
-}
+_SKIP = ("parent", "name", "num_classes")
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ResNet) if f.name not in _SKIP}
 
 
 def _cifar_depth(depth) -> bool:
@@ -397,3 +395,6 @@ def validate(opts: Dict[str, Any]) -> None:
     n = o.get("num_classes")
     if n is not None and not _is_int(n, 0):
         _fail("num_classes", n, "use an int >= 0 (0 or None: no head, pooled features out)")
+
+
+FAMILIES.register("resnet")(Family(ResNet, decode_variant, validate, ("depth", "width", "layout"), "R50x1", lambda o: 1))  # fmt: skip  # noqa: E501

@@ -1,8 +1,9 @@
 """FLOP count of a model: the matrix multiplications and convolutions, 2 FLOPs per multiply-add.
 
-A plain ViT is counted analytically (`vit_forward_flops`); every other family (ResNet, hybrid) by
-walking the forward pass's jaxpr and counting each `dot_general` and `conv_general_dilated`
-(`jaxpr_forward_flops`, which agrees with the analytic ViT count: tests/tools/test_flops.py).
+A plain ViT (patch tokenizer) is counted analytically (`vit_forward_flops`); every other model
+(ResNet, hybrid, conv tokenizer) by walking the forward pass's jaxpr and counting each
+`dot_general` and `conv_general_dilated` (`jaxpr_forward_flops`, which agrees with the analytic
+ViT count: tests/tools/test_flops.py).
 
 This is the "model FLOPs" of MFU: elementwise work (norms, GELU, softmax) and the extra forward pass
 of rematerialisation are left out. A training step counts 3x the forward pass (the backward pass
@@ -34,7 +35,10 @@ def _mlp_flops(tokens: int, width: int, mlp_dim: int) -> int:
 
 def forward_flops(model, image_hw: Tuple[int, int], channels: int = 3) -> int:
     """Matmul and convolution FLOPs of the forward pass of one `image_hw` image through `model`."""
-    if type(model) is VisionTransformer:
+    plain = getattr(model, "tokenizer", "patch") == "patch" and not getattr(
+        model, "distill_token", 0
+    )
+    if type(model) is VisionTransformer and plain:
         return vit_forward_flops(model, image_hw, channels)
     return jaxpr_forward_flops(model, image_hw, channels)
 

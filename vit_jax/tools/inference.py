@@ -64,9 +64,8 @@ def load_run(workdir_or_checkpoint: str, config=None):
     variables = {"params": _fit(model, config, params, source)}
     if batch_stats:
         # in the model's block layout (a checkpoint written before a resume with another model.scan)
-        variables["batch_stats"] = (scan.stack_blocks if getattr(model, "scan", False) else scan.unstack_blocks)(
-            batch_stats
-        )
+        layout = scan.stack_blocks if getattr(model, "scan", False) else scan.unstack_blocks
+        variables["batch_stats"] = layout(batch_stats)
     if len(names) != num_classes:
         names = tuple(str(i) for i in range(num_classes))
     return model, variables, config, names
