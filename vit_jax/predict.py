@@ -112,6 +112,13 @@ def _run(images: List[str]) -> None:
         gelu = getattr(model, "gelu_approximate", None)  # recorded: fine-tuning warns on a change
         written = npz.export_npz(variables["params"], _EXPORT_NPZ.value, gelu_approximate=gelu)
         print(f"wrote {written}")
+        if not hasattr(model, "posemb"):  # a ResNet: no ViT options for timm's ViT reader
+            layout = "the released BiT layout" if model.layout == "bit_paper" else "our own names"
+            stats = "; its batch_stats are not written" if variables.get("batch_stats") else ""
+            print(
+                f"note: a ResNet, written in {layout}; timm's ViT reader does not apply{stats}",
+                file=sys.stderr,
+            )
         problems = npz.timm_incompatibilities(model)
         if problems:  # the file is still ours to read back; timm would load it wrong or not at all
             print(

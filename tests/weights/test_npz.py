@@ -253,7 +253,7 @@ def test_unreadable_files_raise_errors_naming_the_file(tiny, tmp_path):
             npz.load_npz(path, target)
     empty = str(tmp_path / "other.npz")
     np.savez(empty, weights=np.zeros(3))
-    with pytest.raises(ValueError, match=f"no ViT parameters in {empty}.*found: weights"):
+    with pytest.raises(ValueError, match=f"no model parameters in {empty}.*found: weights"):
         npz.load_npz(empty, target)
 
 

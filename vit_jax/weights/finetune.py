@@ -18,7 +18,7 @@ import numpy as np
 from vit_jax.common import files
 from vit_jax.models import posemb
 from vit_jax.models.posemb import Grid
-from vit_jax.weights import npz
+from vit_jax.weights import bit, npz
 
 # Checkpoint readers by format name: each returns a flat `{'/'-joined key: array}` dict.
 READERS: Dict[str, Callable[[str], Dict[str, np.ndarray]]] = {"npz": npz.read_npz}
@@ -42,7 +42,8 @@ def resize_posemb(
       params: model parameters (not modified).
       old_grid, new_grid: (rows, cols) patch grids; need not be square.
       method: "bilinear" or "bicubic" (any `jax.image.resize` method).
-      num_prefix: prefix rows of the `learn` table; default 1 if the model has a `cls` token, else 0.
+      num_prefix: prefix rows of the `learn` table; default the model's prefix tokens (`cls`,
+        DeiT's `dist`: `npz.prefix_tokens`).
 
     Returns:
       A new params dict sharing every other leaf with `params`.
@@ -50,7 +51,7 @@ def resize_posemb(
     tables = params.get("Transformer", {}).get("posembed_input")
     if not tables:
         return params
-    num_prefix = int("cls" in params) if num_prefix is None else num_prefix
+    num_prefix = len(npz.prefix_tokens(params)) if num_prefix is None else num_prefix
     new = dict(tables)
     if "pos_embedding" in tables:
         table = np.asarray(tables["pos_embedding"])
@@ -95,9 +96,11 @@ def _fresh(model, images, names: Sequence[str], seed: int) -> Dict[str, Any]:
 def gelu_mismatch(flat: Dict[str, np.ndarray], model, source: str) -> Optional[str]:
     """One `warning:` line when the raw checkpoint `flat` was trained with another GELU than
     `model` computes (`npz.checkpoint_gelu`); None when they agree or the checkpoint's is unknown."""
+    approximate = getattr(model, "gelu_approximate", None)  # None: no GELU (a ResNet)
+    if approximate is None:
+        return None
     gelu, why = npz.checkpoint_gelu(flat)
-    approximate = getattr(model, "gelu_approximate", None)
-    if gelu is None or approximate is None or (gelu == "tanh") == approximate:
+    if gelu is None or (gelu == "tanh") == approximate:
         return None
     ours = "tanh" if approximate else "exact"
     return (
@@ -106,6 +109,29 @@ def gelu_mismatch(flat: Dict[str, np.ndarray], model, source: str) -> Optional[s
         f"model.gelu_approximate={not approximate}, or init_from.gelu_check=False (gelu_check=False) "
         "if the change is deliberate"
     )
+
+
+def token_grid(model, height: int, width: int) -> Optional[Grid]:
+    """The (rows, cols) token grid of `model` on `height` x `width` images: image / (stem stride x
+    patch) for a ViT (stem stride 1) or hybrid; None for a model without patches (a ResNet)."""
+    patch = getattr(model, "patch_size", None)
+    if patch is None:
+        return None
+    stride = getattr(model, "stem_stride", 1)
+    return height // (stride * patch[0]), width // (stride * patch[1])
+
+
+def _check_bit(raw: Dict[str, np.ndarray], model, path: str) -> None:
+    """A released BiT file fits only `ResNet(layout="bit_paper")`: else one line saying so."""
+    layout = getattr(model, "layout", None)
+    if bit.is_bit_layout(raw) and layout != "bit_paper":
+        got = f"layout={layout!r}" if layout else f"a {type(model).__name__}"
+        raise ValueError(
+            f"checkpoint {path} is a released BiT ResNet ('resnet/...' keys), which loads only into "
+            f"a ResNet with layout 'bit_paper', not {got}: set config.model_name='resnet' and "
+            "config.model.layout='bit_paper' (create_model(..., model_name='resnet', "
+            "layout='bit_paper'))"
+        )
 
 
 def load_pretrained(
@@ -123,16 +149,19 @@ def load_pretrained(
 ) -> Dict[str, Any]:
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
 
-    Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads) and learned
-    position tables are interpolated to the new patch grid. A checkpoint of another patch size has its
-    patch-embedding kernel resized to the model's (FlexiViT's pseudo-inverse resize,
-    `vit_jax.weights.flexi`), so `B/16` weights start a `B/8` model. With `skip_head`, the classifier is the
-    model's fresh (zero-initialised) head for its own number of classes, and `pre_logits` is kept only if
-    the model has a representation layer of the checkpoint's size (fresh if another size, dropped if none).
+    Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads, released BiT
+    ResNets included) and learned position tables are interpolated to the new token grid. A
+    checkpoint of another patch size has its patch-embedding kernel resized to the model's
+    (FlexiViT's pseudo-inverse resize, `vit_jax.weights.flexi`), so `B/16` weights start a `B/8`
+    model. With `skip_head`, the classifier is the model's fresh (zero-initialised) head for its own
+    number of classes, and `pre_logits` is kept only if the model has a representation layer of the
+    checkpoint's size (fresh if another size, dropped if none).
 
     Args:
       path: checkpoint file.
-      model: the `VisionTransformer` to fine-tune.
+      model: the model to fine-tune, of any family (`vit`, `hybrid`: the position table resized
+        to its token grid; `resnet`: no position table; a released BiT file needs
+        `layout="bit_paper"`).
       image_shape: (height, width) or (height, width, channels) of the fine-tuning images.
       fmt: "auto" (by file name/content) or a key of `READERS` ("npz").
       skip_head: replace the head (fine-tuning on new classes); False loads it too (shapes must match).
@@ -156,8 +185,9 @@ def load_pretrained(
     channels = image_shape[2] if len(image_shape) > 2 else 3
     images = jnp.zeros((1, height, width, channels), jnp.float32)
     target = jax.eval_shape(model.init, jax.random.PRNGKey(seed), images)["params"]
-    grid = (height // model.patch_size[0], width // model.patch_size[1])
+    grid = token_grid(model, height, width)
     raw = _reader(path, fmt)(path)
+    _check_bit(raw, model, path)
     flat = npz.canonical(raw, path)
     warning = gelu_mismatch(raw, model, path) if gelu_check else None
     if warning and jax.process_index() == 0:
@@ -166,7 +196,7 @@ def load_pretrained(
         flat, target, source=path, skip_head=skip_head, grid=grid, ckpt_grid=ckpt_grid,
         method=method, resize_patch=resize_patch,
     )  # fmt: skip
-    fresh = [n for n in npz.HEAD_KEYS if n in target and n not in params]
+    fresh = [n for n in (*npz.HEAD_KEYS, "dist") if n in target and n not in params]
     if fresh:
         params.update(_fresh(model, images, fresh, seed))
     return params

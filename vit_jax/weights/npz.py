@@ -11,6 +11,9 @@ Every key is translated on its own, so one reader covers the layouts in circulat
   scanned encoder `Transformer/encoderblock/...` with a leading depth axis.
 
 `export_npz` writes the vit_jax layout, the one timm's `_load_weights` (`load_pretrained`) reads.
+Other families: a hybrid's stem keeps Google's `R50+ViT-B_16.npz` names (`conv_root`, `gn_root`,
+`block{i}/unit{j}/...`) beside the ViT's; a `layout="bit_paper"` ResNet is written and read in the
+released BiT layout (`resnet/...`, `vit_jax.weights.bit`); other ResNets in our own flat names.
 `checkpoint_gelu` tells the GELU a checkpoint computes: Google's layouts (vit_jax, big_vision) the tanh
 approximation (both codebases call Flax's `nn.gelu`, tanh by default); an export states its own.
 A model with `scan=True` (stacked blocks) reads and writes the same per-block keys.
@@ -31,13 +34,16 @@ import numpy as np
 from vit_jax.common import files, trees
 from vit_jax.models import posemb, scan
 from vit_jax.models.posemb import Grid
-from vit_jax.weights import flexi
+from vit_jax.weights import bit, flexi
 
 Flat = Dict[str, np.ndarray]
 
 PREFIXES = ("opt/target/", "params/img/", "params/", "")
 LAYOUTS = ("vit_jax", "linen")
-HEAD_KEYS = ("head", "pre_logits")
+HEAD_KEYS = ("head", "head_dist", "pre_logits")
+PREFIX_TOKENS = ("cls", "dist")  # rows of a learned position table before the patches, in order
+# A key every checkpoint of a family has: ViT and hybrid, ResNet (bit, cifar), bit_paper ResNet.
+_ANCHORS = ("embedding/kernel", "conv_root/kernel", "root_block/conv_root/kernel")
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
 AXIS_POSEMB_KEYS = ("Transformer/posembed_input/row", "Transformer/posembed_input/col")
 
@@ -84,12 +90,13 @@ def _restore_dtype(x: np.ndarray) -> np.ndarray:
 
 def _strip_prefix(flat: Flat, source: str) -> Flat:
     for prefix in PREFIXES:
-        if prefix + "embedding/kernel" in flat:
+        if any(prefix + anchor in flat for anchor in _ANCHORS):
             return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
     shown = ", ".join(sorted(flat)[:_MAX_LISTED])
     raise ValueError(
-        f"no ViT parameters in {source}: expected a key 'embedding/kernel' (optionally under "
-        f"{', '.join(repr(p) for p in PREFIXES if p)}); found: {shown or 'no keys'}"
+        f"no model parameters in {source}: expected a key 'embedding/kernel' (ViT, hybrid), "
+        f"'conv_root/kernel' or 'resnet/...' (ResNet), optionally under "
+        f"{', '.join(repr(p) for p in PREFIXES if p)}; found: {shown or 'no keys'}"
     )
 
 
@@ -122,6 +129,11 @@ def canonical(flat: Flat, source: str = "checkpoint") -> Flat:
     one row per prefix token.
     """
     flat = {k: v for k, v in flat.items() if k != GELU_KEY}
+    if bit.is_bit_layout(flat):  # a released BiT file: our bit_paper ResNet's names
+        try:
+            return trees.flatten(bit.from_bit(flat), "/")
+        except ValueError as e:
+            raise ValueError(f"checkpoint {source}: {e}") from None
     flat = _unscan(_strip_prefix(flat, source))
     flat = {_rename_block_module(k, _PRE_LINEN): v for k, v in flat.items()}
     if "pos_embedding" in flat:
@@ -136,7 +148,9 @@ def checkpoint_layout(flat: Flat) -> str:
     """The layout of a checkpoint's raw keys: "big_vision" (`params/` prefix, a top-level
     `pos_embedding` or the scanned `Transformer/encoderblock`), "vit_jax" (`opt/target/` prefix or
     pre-Linen block names: Google's vision_transformer releases, and `export_npz`'s default) or
-    "linen" (our own names)."""
+    "linen" (our own names), or "bit" (a released BiT ResNet, `resnet/...`)."""
+    if bit.is_bit_layout(flat):
+        return "bit"
     if any(k.startswith("params/") for k in flat):
         return "big_vision"
     keys = _strip_prefix({k: v for k, v in flat.items() if k != GELU_KEY}, "checkpoint")
@@ -162,16 +176,25 @@ def checkpoint_gelu(flat: Flat) -> Tuple[Optional[str], str]:
 
 
 # ------------------------------------------------------------------ position tables
+def prefix_tokens(keys: Iterable[str]) -> List[str]:
+    """The prefix tokens (`cls`, DeiT's `dist`) of params or a checkpoint with top-level `keys`:
+    one row each at the front of a learned position table."""
+    return [name for name in PREFIX_TOKENS if name in keys]
+
+
 def _fit_posemb(
-    key: str, table: np.ndarray, shape, ckpt_prefix: int, model_prefix: int, grids, method: str
-) -> np.ndarray:
-    """Adapts a learned position table to the model's shape (class slot and patch grid)."""
+    key: str, table: np.ndarray, shape, ckpt_prefix: List[str], model_prefix: List[str], grids,
+    method: str,
+) -> np.ndarray:  # fmt: skip
+    """Adapts a learned position table to the model's shape (prefix rows and patch grid): the
+    model's prefix rows by token name, the checkpoint's row or zeros for a token it lacks."""
     if key in AXIS_POSEMB_KEYS:
         return np.asarray(posemb.resize_axis(table, shape[0], method))
-    if ckpt_prefix > model_prefix:  # the model has no class token: its slot is meaningless
-        table = table[:, ckpt_prefix - model_prefix :]
-    elif ckpt_prefix < model_prefix:
-        table = np.pad(table, ((0, 0), (model_prefix - ckpt_prefix, 0), (0, 0)))
+    if ckpt_prefix != model_prefix:
+        old = {n: table[:, i : i + 1] for i, n in enumerate(ckpt_prefix)}
+        rows = [old.get(n, np.zeros_like(table[:, :1])) for n in model_prefix]
+        table = np.concatenate([*rows, table[:, len(ckpt_prefix) :]], axis=1)
+    ckpt_prefix, model_prefix = len(ckpt_prefix), len(model_prefix)
     old_grid, new_grid = grids
     old = posemb.infer_grid(table.shape[1] - model_prefix, old_grid)
     new = posemb.infer_grid(shape[1] - model_prefix, new_grid)
@@ -233,8 +256,9 @@ def match_params(
       target: the model's params (arrays or `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape`), or
         variables with a `params` entry.
       source: name used in error messages (the file).
-      skip_head: leave out `head` (the caller adds a fresh one); `pre_logits` is loaded only where the
-        model has one of the same shape, else left out too.
+      skip_head: leave out `head` and `head_dist` (the caller adds fresh ones); `pre_logits` and
+        DeiT's `dist` token are loaded only where the model has one of the same shape, else left out
+        too (a DeiT checkpoint starts a plain ViT: its table's dist row goes as well).
       resize_posemb: interpolate learned position tables to the model's grid; if False a different grid
         is a shape error.
       resize_patch: a checkpoint of another patch size gets its `embedding/kernel` resized to the
@@ -252,8 +276,8 @@ def match_params(
     stacked = scan.is_stacked(target)
     want = _flat_shapes(scan.unstack_blocks(target) if stacked else target)
     flat = _unscan(flat)
-    skipped = lambda k: skip_head and k.split("/")[0] in HEAD_KEYS
-    prefixes = int("cls" in flat), int("cls" in want)
+    skipped = lambda k: skip_head and k.split("/")[0] in (*HEAD_KEYS, "dist")
+    prefixes = prefix_tokens(flat), prefix_tokens(want)
     out, bad_shapes = {}, []
     for key in _outer_first(set(want) & set(flat)):
         value, shape = flat[key], tuple(want[key].shape)
@@ -274,7 +298,7 @@ def match_params(
     if bad_shapes or missing or unexpected:
         raise ValueError(_mismatch_message(source, flat, want, bad_shapes, missing, unexpected))
     if skip_head:
-        out = {k: v for k, v in out.items() if k.split("/")[0] != "head"}
+        out = {k: v for k, v in out.items() if k.split("/")[0] not in ("head", "head_dist")}
     out = flax.traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
     return scan.stack_blocks(out) if stacked else out
 
@@ -296,7 +320,8 @@ def load_npz(path: str, target, **kwargs) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------ writing
 def to_layout(params, layout: str = "vit_jax") -> Flat:
-    """Flattens our params to '/'-joined keys in `layout` ("vit_jax": pre-Linen block names; "linen")."""
+    """Flattens our params to '/'-joined keys in `layout` ("vit_jax": pre-Linen block names, and a
+    bit_paper ResNet's released BiT keys (`bit.to_bit`); "linen": our own names)."""
     if layout not in LAYOUTS:
         raise ValueError(
             f"unknown checkpoint layout {layout!r}; choose one of: {', '.join(LAYOUTS)}"
@@ -306,6 +331,8 @@ def to_layout(params, layout: str = "vit_jax") -> Flat:
     flat = {
         k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v for k, v in flat.items()
     }
+    if layout == "vit_jax" and "root_block/conv_root/kernel" in flat:  # ResNet(layout="bit_paper")
+        return bit.to_bit(flat)
     if layout == "vit_jax":
         flat = {_rename_block_module(k, _TO_PRE_LINEN): v for k, v in flat.items()}
     return flat
@@ -319,7 +346,8 @@ def export_npz(
     Args:
       params: our parameter tree (or variables with a `params` entry).
       path: output file; parent directories are created.
-      layout: "vit_jax" (default; the released-checkpoint names timm reads) or "linen" (our names).
+      layout: "vit_jax" (default; the released-checkpoint names timm reads; BiT's for a bit_paper
+        ResNet) or "linen" (our names).
       gelu_approximate: the model's GELU, recorded under `GELU_KEY` (readers of parameters, timm's
         too, ignore it) so that `checkpoint_gelu` knows it; None records nothing.
 
@@ -339,8 +367,11 @@ def timm_incompatibilities(model) -> List[str]:
 
     timm reads a learned 1-D position table with pre-norm LayerNorm blocks and exact GELU; anything
     else either fails in timm (a missing key) or, worse, loads and computes different logits.
-    Returns one "option=value (why)" string per problem; empty when timm reads the export exactly.
+    Returns one "option=value (why)" string per problem; empty when timm reads the export exactly,
+    and for a ResNet (no ViT options), which timm's ViT reader does not apply to.
     """
+    if not hasattr(model, "posemb"):
+        return []
     problems = []
     if model.posemb != "learn":
         problems.append(f"posemb={model.posemb!r} (timm reads only a learned 1-D table)")
