@@ -1,5 +1,7 @@
 """Fault tolerance of the CLI: SIGTERM/SIGINT save and exit, SIGKILL at random moments (also during
-an asynchronous checkpoint write) resumes bit-exactly, NaN stops (or skips) without harm.
+an asynchronous checkpoint write) resumes bit-exactly, NaN stops (or skips, up to K in a row)
+without harm. More faults (a second run on the workdir, a cut metrics row, weights that overflow,
+a full disk) are in tests/train/test_faults.py.
 
 Every run is `python -m vit_jax.main --config=configs/test_tiny.py` with 20 steps and a checkpoint
 after every step, so a kill lands between or during saves (each step takes about 0.25 s here).
@@ -222,16 +224,26 @@ def test_nan_stops_naming_the_step_and_keeps_the_last_good_checkpoint(reference,
     _assert_same(state, reference[1])
 
 
-def test_nan_policy_skip_keeps_the_weights_and_finishes(reference, tmp_path):
+def test_nan_policy_skip_keeps_the_weights_and_stops_after_k_in_a_row(reference, tmp_path):
+    from vit_jax.train.loop import MAX_SKIPS_IN_A_ROW as K
+
     workdir, code, out = _nan_run(reference, tmp_path, "--config.nan_policy=skip")
-    assert code == 0, out[-3000:]
+    assert code == 2, out[-3000:]
+    bad = list(range(STEPS + 2, STEPS + 2 + K))  # step 21's huge update: every later loss overflows
     rows = {r["step"]: r for r in _train_rows(workdir)}
-    assert [s for s in range(STEPS + 1, STEPS + 11) if not rows[s]["finite"]] == list(
-        range(STEPS + 2, STEPS + 11)
-    )
-    assert _checkpoint_dirs(workdir) == ([STEPS + 8, STEPS + 10], [])
-    a, b = _restore(workdir, STEPS + 8), _restore(workdir, STEPS + 10)
-    assert int(b["step"]) == STEPS + 10  # skipped updates still count as steps
+    assert [s for s in sorted(rows) if s > STEPS and not rows[s]["finite"]] == bad
+    warnings = [line for line in out.splitlines() if line.startswith("warning: step ")]
+    assert [int(re.match(r"warning: step (\d+): ", w)[1]) for w in warnings] == bad
+    assert warnings[-1].endswith(f"update skipped ({K} in a row)")
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: nan_policy=skip skipped {K} updates in a row (steps {bad[0]}-{bad[-1]}): the "
+        f"weights have not changed since step {STEPS + 1} (last checkpoint: step {STEPS + 4}); "
+        "lower the learning rate and rerun with --config.allow_config_change=True"
+    ]
+    assert K == 5 and _checkpoint_dirs(workdir) == ([STEPS + 2, STEPS + 4], [])  # 26: not saved
+    a, b = _restore(workdir, STEPS + 2), _restore(workdir, STEPS + 4)
+    assert int(b["step"]) == STEPS + 4  # skipped updates still count as steps
     _assert_same(a["params"], b["params"])  # every update after step 21 was skipped
     _assert_same(a["opt_state"], b["opt_state"])
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(b["params"]))

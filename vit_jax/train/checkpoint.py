@@ -7,6 +7,7 @@ mid-write (even `kill -9` during an asynchronous save) leaves no step that `late
 inference (host arrays) all go through it.
 """
 
+import contextlib
 import gc
 import json
 import logging
@@ -25,6 +26,7 @@ from vit_jax import models
 from vit_jax.common import files, trees
 from vit_jax.common.errors import Error, first_line
 from vit_jax.models import scan
+from vit_jax.train import save_failure
 
 # Keys that may differ between the saved run and a resumed one without changing what is trained.
 RESUMABLE_KEYS = (
@@ -50,6 +52,8 @@ class Checkpointer:
         """`best`: the metric that chooses the one checkpoint kept in `workdir/best` (higher is
         better, except for a loss); None keeps no best checkpoint. A relative `workdir` is taken
         from the current directory (Orbax needs absolute paths); a URL must be gs://."""
+        self.workdir, self.failed = workdir, False
+        save_failure.mute_orbax_thread_errors()
         workdir = orbax_directory(workdir)
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=async_save, create=True
@@ -75,17 +79,41 @@ class Checkpointer:
         return restore_from(self.manager, step, abstract_state)
 
     def save(self, step: int, state, force: bool = False) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        """Saves `state` as `step` (in the background with async saves).
+
+        Raises:
+          CheckpointError (one line: workdir, step, cause, what to do) when this save or the
+          previous background one failed; its temporary folder is removed first.
+        """
+        args = ocp.args.StandardSave(state)
+        self._guarded(self.manager, step, lambda: self.manager.save(step, args=args, force=force))
 
     def save_best(self, step: int, state, score: float) -> None:
         if self.best is not None:
-            self.best.save(step, args=ocp.args.StandardSave(state), metrics={"score": float(score)})
+            args, metrics = ocp.args.StandardSave(state), {"score": float(score)}
+            self._guarded(self.best, step, lambda: self.best.save(step, args=args, metrics=metrics))
 
     def close(self) -> None:
+        """Waits for a background save (its failure: `save`'s CheckpointError) and closes. After a
+        failed save it only closes, quietly: the run is already stopping with that error."""
         for m in (self.manager, self.best):
-            if m is not None:
-                m.wait_until_finished()
-                m.close()
+            if m is None:
+                continue
+            if self.failed:
+                with contextlib.suppress(Exception):
+                    m.close()
+                continue
+            self._guarded(m, None, m.wait_until_finished)
+            m.close()
+
+    def _guarded(self, manager: ocp.CheckpointManager, step: Optional[int], write: Callable):
+        try:
+            return write()
+        except Exception as e:  # Orbax and TensorStore raise many types; the user needs one line.
+            self.failed = True
+            raise CheckpointError(
+                save_failure.message(self.workdir, str(manager.directory), step, e)
+            ) from None
 
 
 def orbax_directory(path: str) -> str:

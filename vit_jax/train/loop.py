@@ -17,7 +17,7 @@ from vit_jax.common import files
 from vit_jax.common.errors import Error
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.config import ConfigError, validate
-from vit_jax.train import distill
+from vit_jax.train import distill, workdir_lock
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
 from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
@@ -103,12 +103,45 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def _check_finite(metrics, step: int, config, last_saved: Optional[int]) -> None:
-    if config.nan_policy == "stop" and not bool(metrics["finite"]):
-        raise NonFiniteError(
-            f"non-finite loss or gradient at step {step}; stopping (last good checkpoint: step "
-            f"{last_saved}). Lower the learning rate, or set --config.nan_policy=skip"
-        )
+# nan_policy=skip: this many skipped updates in a row stop the run (a transient spike skips one or
+# two; a diverged run skips every step and would otherwise finish with the weights of its last good
+# step and a NaN eval). As MaxText's and Levanter's limits on consecutive bad steps.
+MAX_SKIPS_IN_A_ROW = 5
+
+
+class FiniteCheck:
+    """Acts on each step's `finite` metric once: `stop` raises at the first non-finite step; `skip`
+    prints a `warning:` per skipped update and raises after MAX_SKIPS_IN_A_ROW in a row."""
+
+    def __init__(self, policy: str, say=print):
+        self.policy, self.say = policy, say
+        self.checked, self.skipped = 0, []  # last step checked; the current run of skipped steps
+
+    def __call__(self, metrics, step: int, last_saved: Optional[int]) -> None:
+        if step <= self.checked:
+            return
+        self.checked = step
+        if bool(metrics["finite"]):
+            self.skipped = []
+            return
+        what = "loss or gradient"
+        if np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"])):
+            what = "weights after the update (loss and gradient finite)"
+        if self.policy == "stop":
+            raise NonFiniteError(
+                f"non-finite {what} at step {step}; stopping (last good checkpoint: step "
+                f"{last_saved}). Lower the learning rate, or set --config.nan_policy=skip"
+            )
+        self.skipped.append(step)
+        n = len(self.skipped)
+        self.say(f"warning: step {step}: non-finite {what}; update skipped ({n} in a row)")
+        if n >= MAX_SKIPS_IN_A_ROW:
+            raise NonFiniteError(
+                f"nan_policy=skip skipped {n} updates in a row (steps {self.skipped[0]}-{step}): the "
+                f"weights have not changed since step {self.skipped[0] - 1} (last checkpoint: step "
+                f"{last_saved}); lower the learning rate and rerun with "
+                "--config.allow_config_change=True"
+            )
 
 
 def _init_from_pretrained(config, model, tx, state, shardings):
@@ -158,10 +191,16 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     """Trains `config` in `workdir`, resuming from its latest checkpoint; returns final eval metrics.
 
     `stop_at` ends the run after that step with a checkpoint, as a preemption would (for tests and
-    for splitting a long run into jobs).
+    for splitting a long run into jobs). Process 0 holds the workdir's lock meanwhile: a second
+    run on the same workdir fails with one line (`vit_jax.train.workdir_lock`).
     """
-    # ----------------------------------------------------------------- config and devices
     validate(config)
+    with workdir_lock.held(workdir, main=jax.process_index() == 0):
+        return _train(config, workdir, stop_at)
+
+
+def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
+    # ----------------------------------------------------------------- config and devices
     mesh = shd.make_mesh(config.mesh.data, config.mesh.fsdp)
 
     # ----------------------------------------------------------------- data
@@ -206,6 +245,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     if start:
         logger.print(f"resumed from step {start} in {workdir}")
     guard = PreemptionGuard()
+    check = FiniteCheck(config.nan_policy, logger.print)
     # A trace of profile_steps steps after this start's first (which compiles), process 0 only.
     profile_dir = files.join(workdir, "tb") if jax.process_index() == 0 else None
     profiler = StepProfiler(profile_dir, config.profile_steps, start + 2, say=logger.print)
@@ -220,7 +260,7 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
                 step, lambda s: step_fn(s, shd.to_global(next(batches), mesh)), state
             )
             if prev is not None:  # checked one step late, so the host never stalls the device
-                _check_finite(prev, step - 1, config, last_saved)
+                check(prev, step - 1, last_saved)
             prev = metrics
             final = step == config.total_steps
             if _due(step, config.log_every) or final:
@@ -230,11 +270,11 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
             stopping = guard.signal is not None or step == stop_at
             # Saved before evaluating, so an evaluation that fails loses no training.
             if _due(step, config.checkpoint_every) or final or stopping:
-                _check_finite(metrics, step, config, last_saved)
+                check(metrics, step, last_saved)
                 ckpt.save(step, state, force=True)
                 last_saved = step
             if any(ev.due(step, final) for ev in evals):
-                _check_finite(metrics, step, config, last_saved)
+                check(metrics, step, last_saved)
                 ran = run_evaluators(evals, context, state, step, final, logger)
                 result.update(ran)
                 if best_name in ran and config.keep_best:

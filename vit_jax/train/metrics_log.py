@@ -14,6 +14,7 @@ import jax
 
 from vit_jax import evaluators
 from vit_jax.common import files
+from vit_jax.common.errors import first_line
 
 
 def _tb_writer(logdir: str):
@@ -43,6 +44,8 @@ class MetricsLogger:
         self.workdir = workdir
         self.main = jax.process_index() == 0
         self.jsonl = files.join(workdir, "metrics.jsonl")
+        if self.main:
+            repair_tail(self.jsonl)
         self.tb = _tb_writer(files.join(workdir, "tb")) if self.main else None
         self.bar = None
         if self.main and progress_bar:
@@ -101,13 +104,54 @@ class MetricsLogger:
         if self.main:
             if self.tb is not None:
                 self.tb.flush()
-            if files.exists(self.jsonl):
-                plot_curves(self.jsonl, files.join(self.workdir, "curves.png"))
+            png = files.join(self.workdir, "curves.png")
+            try:  # a picture of the numbers must never fail a run (e.g. on a full disk)
+                if files.exists(self.jsonl):
+                    plot_curves(self.jsonl, png)
+            except Exception as e:  # noqa: BLE001  (matplotlib, the file system: any failure)
+                _warn(f"could not draw {png} ({first_line(e)}); {self.jsonl} holds the numbers")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def repair_tail(path: str) -> None:
+    """Moves a cut last line of `path` (a run killed while writing it) to `PATH.cut`, with one
+    `warning:` line, so the next row starts on a line of its own instead of being glued onto it."""
+    if not files.exists(path):
+        return
+    text = files.read_text(path)
+    if not text or text.endswith("\n"):
+        return
+    keep, cut = text[: text.rfind("\n") + 1], text[text.rfind("\n") + 1 :]
+    files.append_text(f"{path}.cut", cut + "\n")
+    files.write_text(path, keep)
+    _warn(
+        f"{path} ended in a cut row ({len(cut)} characters, a run stopped mid-write); moved it to "
+        f"{path}.cut"
+    )
 
 
 def read_metrics(path: str):
-    """Rows of a metrics.jsonl file."""
-    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
+    """Rows of a metrics.jsonl file; lines that are not a row (cut, glued, not JSON) are skipped
+    with one `warning:` line naming the file and the first such line's number."""
+    rows, bad = [], []
+    for number, line in enumerate(files.read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            bad.append((number, first_line(e)))
+            continue
+        if isinstance(row, dict) and "step" in row and "split" in row:
+            rows.append(row)
+        else:
+            bad.append((number, "not a row with step and split"))
+    if bad:
+        _warn(f"skipped {len(bad)} unreadable line(s) of {path} (line {bad[0][0]}: {bad[0][1]})")
+    return rows
 
 
 def plot_curves(jsonl_path: str, png_path: str) -> None:

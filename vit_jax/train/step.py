@@ -106,7 +106,10 @@ def train_step(state: State, batch, teacher=None, *, model, tx, schedule, loss_n
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The updated weights too: a finite loss and gradient can still overflow them (a huge lr), and
+    # weights saved as the last good checkpoint must be finite. One reduction over the parameters.
+    weights_finite = _all_finite((params, stats))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & weights_finite
     new = dict(
         step=state["step"] + 1,
         params=params,
@@ -119,9 +122,15 @@ def train_step(state: State, batch, teacher=None, *, model, tx, schedule, loss_n
         for k in ("params", "batch_stats", "opt_state"):
             new[k] = jax.tree.map(keep, new[k], state[k])
     metrics = dict(
-        loss=loss, accuracy=acc, grad_norm=grad_norm, lr=schedule(state["step"]), finite=finite
-    )
+        loss=loss, accuracy=acc, grad_norm=grad_norm, lr=schedule(state["step"]), finite=finite,
+        weights_finite=weights_finite,
+    )  # fmt: skip
     return new, metrics
+
+
+def _all_finite(tree) -> jax.Array:
+    """True when every array in `tree` is finite (a norm would overflow on large finite weights)."""
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)] or [True]))
 
 
 def jit_train_step(config, model, tx, schedule, shardings, mesh):
