@@ -1,19 +1,23 @@
-"""Throughput of a ViT training or inference step: images/s, compile time, memory, FLOPs and MFU.
+"""Throughput of a model's training or inference step: images/s, compile time, memory, FLOPs, MFU.
 
   python -m vit_jax.benchmark --variant=B/16 --batch=256 --dtype=bfloat16 --attn-impl=cudnn
+  python -m vit_jax.benchmark --model-name=resnet --variant=R50x1 --batch=64
+  python -m vit_jax.benchmark --model-name=resnet --variant=R20 --image-size=32 --num-classes=10
   python -m vit_jax.benchmark --variant=Ti/16 --batch=32 --vs-timm
   python -m vit_jax.benchmark --variant=Ti/4 --option=depth=4 --image-size=32 --num-classes=10 \\
       --batch=128 --vs-timm
 
 images/s is the median over `--steps` timed steps after `--warmup` untimed ones (compilation is
-timed apart), each step synchronised with `block_until_ready`. FLOPs are the analytic model FLOPs
-of `vit_jax.tools.flops` (3x forward for training), cross-checked with XLA's cost analysis of the
+timed apart), each step synchronised with `block_until_ready`. `--model-name` picks the family
+(vit, resnet, hybrid: `vit_jax.models.FAMILIES`), whose options `--option` sets and checks. FLOPs
+are the model FLOPs of `vit_jax.tools.flops` (3x forward for training; the ViT formula, or the
+jaxpr's matmuls and convolutions for other models), cross-checked with XLA's cost analysis of the
 compiled step; MFU divides the achieved rate by the device's peak (`--peak-tflops`, the table
-`PEAK_TFLOPS`, or else `--measure-peak`: a large matmul). `--vs-timm` times the same architecture in
-timm/PyTorch in the same process (`vit_jax/tools/timm_bench.py`: AdamW; bf16 autocast on GPU; fused
-attention, timm's default; `--timm-compile` adds torch.compile) and prints the ratio. Prints a
-table, then one JSON line per run; `--json=PATH` appends the same lines to PATH. Imports neither
-TensorFlow nor ml_collections; torch and timm are imported only for `--vs-timm`.
+`PEAK_TFLOPS`, or else `--measure-peak`: a large matmul). `--vs-timm` (a plain ViT only) times the
+same architecture in timm/PyTorch in the same process (`vit_jax/tools/timm_bench.py`: AdamW; bf16
+autocast on GPU; fused attention, timm's default; `--timm-compile` adds torch.compile) and prints
+the ratio. Prints a table, then one JSON line per run; `--json=PATH` appends the same lines to
+PATH. Imports neither TensorFlow nor ml_collections; torch and timm are imported only for `--vs-timm`.
 
 `--profile-steps=N --profile-dir=DIR` then runs N more Flax steps under a `jax.profiler` trace
 (each step annotated with its number), written to DIR/plugins/profile/<run>/<host>.xplane.pb for
@@ -30,6 +34,7 @@ from typing import Any, Dict, List
 import jax
 
 import vit_jax
+from vit_jax import models
 from vit_jax.common import cpu_devices, errors, files, host_memory
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.tools import benchmark as bench
@@ -38,7 +43,15 @@ from vit_jax.tools import benchmark as bench
 # ------------------------------------------------------------------ arguments
 def parse_args(argv=None) -> argparse.Namespace:
     p = errors.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variant", default="B/16", help="size/patch, e.g. B/16, Ti/4")
+    p.add_argument(
+        "--model-name", default="vit", choices=models.FAMILIES.names(),
+        help="model family (config.model_name): vit, resnet or hybrid",
+    )  # fmt: skip
+    p.add_argument(
+        "--variant",
+        help="the family's size string: B/16, Ti/4 (vit; default B/16), R50x1, R20 (resnet), "
+        "R50+B/16 (hybrid); default: the family's",
+    )
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=1000)
@@ -54,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any create_model option, e.g. depth=4 or gelu_approximate=True (repeatable)",
+        help="any option of the family, e.g. depth=4 or gelu_approximate=True (repeatable)",
     )
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
@@ -107,6 +120,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         errors.fail("--profile-steps needs --profile-dir=DIR (tensorboard --logdir DIR shows it)")
     if args.profile_steps and args.skip_flax:
         errors.fail("--profile-steps traces the Flax step; drop --skip-flax")
+    if args.vs_timm and args.model_name != "vit":
+        errors.fail(
+            f"--vs-timm times timm's VisionTransformer, a --model-name=vit model only; drop it for "
+            f"--model-name={args.model_name}"
+        )
+    if args.variant is None:
+        default = "B/16" if args.model_name == "vit" else None
+        args.variant = default or models.FAMILIES.get(args.model_name).default_variant
     return args
 
 
@@ -124,14 +145,25 @@ def parse_options(pairs: List[str]) -> Dict[str, Any]:
     return options
 
 
+# Flags that set a model option, with their defaults: passed to the families that have the option.
+OPTION_FLAGS = dict(dtype="float32", attn_impl="auto", kernels="auto", remat=False)
+
+
 def model_options(args: argparse.Namespace) -> Dict[str, Any]:
-    return dict(
-        dtype=args.dtype,
-        attn_impl=args.attn_impl,
-        kernels=args.kernels,
-        remat=args.remat,
-        **parse_options(args.option),
-    )
+    """The model options of the flags and `--option`s; the family checks them (`create_model`)."""
+    name = getattr(args, "model_name", "vit")
+    family = models.FAMILIES.get(name)
+    opts = {}
+    for key, default in OPTION_FLAGS.items():
+        if key in family.options:
+            opts[key] = getattr(args, key)
+        elif getattr(args, key) != default:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} is not an option of the {name!r} family; its options: "
+                f"{', '.join(family.options)}"
+            )
+    return {**opts, **parse_options(args.option)}
 
 
 def format_table(records: List[Dict[str, Any]]) -> str:
@@ -157,9 +189,16 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
     if args.skip_flax and not args.vs_timm:
         raise ValueError("--skip-flax leaves nothing to time; add --vs-timm")
+    if args.vs_timm:
+        from vit_jax.tools import timm_bench  # noqa: PLC0415  (imports torch only on call)
+
+        timm_bench.require()  # one line naming a missing torch / timm, before anything compiles
     # Before the first computation (creating the model asks for the backend): CPU device count.
     cpu_devices.split_cpu(cpu_devices.choose(args.cpu_devices, [args.batch], cpu_devices.cores()))
-    model = vit_jax.create_model(args.variant, args.num_classes, **model_options(args))
+    options = model_options(args)
+    model = vit_jax.create_model(args.variant, args.num_classes, args.model_name, **options)
+    if args.vs_timm:
+        timm_bench.check_model(model)
     peak, source = args.peak_tflops, "--peak-tflops"
     if peak is None:
         peak, source = (
@@ -170,14 +209,15 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     if peak is None and measured:
         peak, source = measured, f"measured {args.dtype} matmul"
     common = dict(
+        model_name=args.model_name,
         variant=args.variant,
         image_size=args.image_size,
         batch=args.batch,
         num_classes=args.num_classes,
         dtype=args.dtype,
         mode=args.mode,
-        attn_impl=model.attn_impl,
-        kernels=model.kernels,
+        attn_impl=getattr(model, "attn_impl", None),  # None: the family has no attention
+        kernels=getattr(model, "kernels", None),
         remat=args.remat,
         options=parse_options(args.option),
         label=args.label,
@@ -239,10 +279,10 @@ def _main(argv) -> None:
     host_memory.keep_freed_memory()
     records = run(args)
     r = records[0]
+    impl = f"attn={r['attn_impl']} kernels={r['kernels']} " if r["attn_impl"] else ""
     print(
-        f"{args.variant} {args.image_size}px batch={args.batch} {args.dtype} {args.mode} "
-        f"attn={r['attn_impl']} kernels={r['kernels']} params={r['params']:,} "
-        f"on {r.get('devices', 1)} x {r['device']}"
+        f"{args.model_name} {args.variant} {args.image_size}px batch={args.batch} {args.dtype} "
+        f"{args.mode} {impl}params={r['params']:,} on {r.get('devices', 1)} x {r['device']}"
     )
     print(format_table(records))
     if "vs_timm" in r:

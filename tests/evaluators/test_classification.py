@@ -163,3 +163,36 @@ def test_an_evaluator_whose_dataset_is_missing_fails_before_training(tmp_path):
     assert message.startswith("evaluator 'v2': tfds dataset 'imagenet_v2' is not prepared")
     assert "\n" not in message
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "family, options, what",
+    [
+        ("resnet", dict(variant="R20"), "model_name='resnet'"),
+        ("hybrid", dict(), "model_name='hybrid'"),
+        ("vit", dict(tokenizer="spt"), "tokenizer='spt'"),
+        ("vit", dict(tokenizer="conv", conv_layers=2), "tokenizer='conv'"),
+    ],
+)
+def test_patch_size_needs_a_vit_patch_embedding(family, options, what):
+    from vit_jax.config import with_model
+
+    c = tiny_config() if family == "vit" else with_model(tiny_config(), family)
+    c.model.update(options)
+    c.evals = ml_collections.ConfigDict(dict(flexi=dict(split="test", patch_size=8)))
+    assert evaluators.spec_errors(c) == (
+        f"config.evals.flexi: patch_size=8 resizes a ViT's patch-embedding kernel (FlexiViT), "
+        f"which a {what} model does not have: drop patch_size"
+    )
+    c.evals.flexi.patch_size = None
+    assert evaluators.spec_errors(c) is None
+
+
+def test_flexi_resize_without_a_patch_embedding_is_one_line():
+    from vit_jax.weights import flexi
+
+    model = models.create_model("Ti/4", 3, tokenizer="spt", hidden_size=16, depth=1, mlp_dim=32,
+                                num_heads=2)  # fmt: skip
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="no patch-embedding kernel embedding/kernel"):
+        flexi.with_patch_size(variables, 8)

@@ -211,3 +211,136 @@ def test_cli_splits_the_cpu_and_counts_flops_over_all_devices(tmp_path):
 def test_cli_bad_flags_print_one_line(capsys, flag, message):
     assert benchmark.main([*TINY, flag]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+# ------------------------------------------------------------------ families (--model-name)
+def _r20_macs(side: int) -> int:
+    """He et al.'s ResNet-20 (3 stages of 3 basic units, 16/32/64 channels, zero-padded
+    shortcuts) at `side` px: multiply-adds of its convolutions and head, by hand."""
+    macs = side * side * 9 * 3 * 16
+    for s, c in ((side, 16), (side // 2, 32), (side // 4, 64)):
+        cin = c // 2 if c > 16 else 16
+        macs += s * s * 9 * (cin * c + c * c) + 2 * s * s * 9 * 2 * c * c
+    return macs + 64 * 10
+
+
+def _r20_params() -> int:
+    """Weights of the convolutions (no bias), BatchNorm scale + bias, the head: 269,722 (the count
+    of the widely used PyTorch ResNet-20, e.g. akamaster/pytorch_resnet_cifar10)."""
+    n = 3 * 3 * 3 * 16 + 2 * 16
+    for cin, c in ((16, 16), (16, 32), (32, 64)):
+        n += 9 * cin * c + 9 * c * c + 4 * c + 2 * (2 * 9 * c * c + 4 * c)
+    return n + 64 * 10 + 10
+
+
+def _run_argv(capsys, argv):
+    assert benchmark.main([*argv, "--steps=2", "--warmup=1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    return out[0], [json.loads(line) for line in out if line[:1] == "{"]
+
+
+def test_cli_resnet_family_counts_flops_and_params_by_hand(capsys):
+    argv = ["--model-name=resnet", "--variant=R20", "--image-size=32", "--num-classes=10"]
+    head, (rec,) = _run_argv(capsys, [*argv, "--batch=4"])
+    assert _r20_params() == 269_722
+    assert rec["model_name"] == "resnet" and rec["params"] == _r20_params()
+    assert rec["flops_per_image"] == 3 * 2 * _r20_macs(32)  # train: 3x the forward pass
+    # XLA: the first conv's input gradient is skipped, BatchNorm and the optimizer added.
+    assert 0.9 <= rec["flops_per_image_xla"] / rec["flops_per_image"] <= 1.25
+    assert rec["attn_impl"] is None and rec["kernels"] is None  # a ResNet has neither
+    assert head.startswith("resnet R20 32px batch=4 float32 train params=269,722 on")
+
+
+def test_cli_hybrid_family_counts_stem_plus_vit(capsys):
+    argv = ["--model-name=hybrid", "--variant=R+Ti/16", "--option=depth=1", "--image-size=32"]
+    # Stock kernels: the CPU set's LayerNorm takes its means as matrix-vector products, which the
+    # jaxpr count would add (6 x 768 FLOPs here).
+    argv += ["--num-classes=10", "--batch=2", "--mode=infer", "--kernels=stock"]
+    head, (rec,) = _run_argv(capsys, argv)
+    # R+Ti/16: 7x7 stride-2 root conv 3→64 (16² outputs), max-pool to 8², then a ViT-Ti with
+    # patch 8 on the 64-channel map: one patch token plus CLS.
+    vit = vit_jax.create_model("Ti/8", 10, depth=1)
+    want = 2 * 16 * 16 * 7 * 7 * 3 * 64 + flops.vit_forward_flops(vit, (8, 8), channels=64)
+    assert rec["model_name"] == "hybrid" and rec["flops_per_image"] == want
+    assert 0.95 <= rec["flops_per_image_xla"] / want <= 1.3
+    assert head.startswith("hybrid R+Ti/16 32px batch=2 float32 infer attn=")
+
+
+RESNET = ["--model-name=resnet", "--variant=R20", "--image-size=32"]
+RESNET_OPTIONS = ", ".join(vit_jax.models.FAMILIES.get("resnet").options)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            [*RESNET, "--option=patch_size=4"],
+            f"error: unknown model option(s) ['patch_size'] of family 'resnet'; valid options: "
+            f"{RESNET_OPTIONS}",
+        ),
+        (
+            [*RESNET, "--remat"],
+            f"error: --remat is not an option of the 'resnet' family; its options: {RESNET_OPTIONS}",
+        ),
+        (
+            [*RESNET, "--vs-timm"],
+            "error: --vs-timm times timm's VisionTransformer, a --model-name=vit model only; "
+            "drop it for --model-name=resnet",
+        ),
+        (["--model-name=resnet", "--variant=B/16"], "error: unknown resnet variant 'B/16'"),
+        (["--model-name=convnext"], "error: argument --model-name: invalid choice: 'convnext'"),
+    ],
+)
+def test_cli_family_errors_are_one_line(capsys, flags, message):
+    assert benchmark.main([*flags, "--batch=2", "--steps=1"]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and not captured.out
+    assert captured.err.strip().startswith(message)
+
+
+@pytest.mark.parametrize("missing", ["torch", "timm"])
+def test_vs_timm_without_torch_or_timm_names_the_install(capsys, monkeypatch, missing):
+    from vit_jax.tools import timm_bench
+
+    real = timm_bench.importlib.import_module
+
+    def fake(name, *args):
+        if name == missing:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real("json") if name in ("torch", "timm") else real(name, *args)
+
+    monkeypatch.setattr(timm_bench.importlib, "import_module", fake)
+    assert benchmark.main([*TINY, "--vs-timm", "--steps=1"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out  # nothing compiled or timed
+    assert captured.err.strip() == (
+        f"error: --vs-timm needs torch and timm; {missing} cannot be imported "
+        f"(No module named '{missing}'): pip install torch timm"
+    )
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: vit_jax.create_model("R+Ti/16", 10, model_name="hybrid"),
+            "a HybridViT has no twin there: use --model-name=vit",
+        ),
+        (
+            lambda: _tiny_model(tokenizer="spt"),
+            "tokenizer='spt' has no equivalent there",
+        ),
+        (
+            lambda: _tiny_model(tokenizer="conv", conv_layers=2, patch_size=4),
+            "tokenizer='conv' has no equivalent there",
+        ),
+    ],
+)
+def test_timm_twin_refuses_models_it_cannot_build(make, message):
+    from vit_jax.tools import timm_bench
+
+    with pytest.raises(timm_bench.TimmError, match=message):
+        timm_bench.check_model(make())
+    with pytest.raises(timm_bench.TimmError, match=message):  # before torch is imported
+        timm_bench.build_timm_model(benchmark.parse_args(TINY), make())
+    timm_bench.check_model(_tiny_model())  # the plain ViT passes

@@ -54,3 +54,23 @@ def test_save_overlay_writes_a_png_of_the_image_size(tmp_path):
     # jet maps 1 to dark red and 0 to dark blue, blended half and half with grey 0.5.
     np.testing.assert_allclose(pixels[0, 0], [0.5 * 0.502 + 0.25, 0.25, 0.25], atol=0.02)
     np.testing.assert_allclose(pixels[-1, -1], [0.25, 0.25, 0.5 * 0.5 + 0.25], atol=0.02)
+
+
+def test_hybrid_rollout_is_on_the_stem_token_grid():
+    """A hybrid's grid is ceil(side / 4) (the SAME-padded stem) // patch: 26x18 px → 7x5 → 3x2."""
+    model = vit_jax.create_model(None, 3, "hybrid", resnet_layers=(), patch_size=2, **TINY)
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 26, 18, 3))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(1), images)
+    maps = rollout.attention_maps(model, variables, images)
+    assert rollout.token_grid(model, (26, 18)) == (3, 2)
+    assert maps[0].shape[-1] == 6 + model.num_prefix  # the model's own token count
+    heat = rollout.rollout_heatmap(model, variables, images)
+    r = rollout.rollout(maps)
+    np.testing.assert_allclose(heat.reshape(2, -1), r[:, 0, model.num_prefix :], atol=1e-6)
+    assert heat.shape == (2, 3, 2)
+
+
+def test_resnet_rollout_is_one_line():
+    model = vit_jax.create_model("R20", 10, model_name="resnet")
+    with pytest.raises(rollout.RolloutError, match="a ResNet .* has none: use a vit or hybrid"):
+        rollout.rollout_heatmap(model, {}, np.zeros((1, 8, 8, 3), np.float32))

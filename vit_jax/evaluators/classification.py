@@ -58,6 +58,15 @@ class Classification(Evaluator):
             not isinstance(patch, int) or isinstance(patch, bool) or patch < 1
         ):
             return f"patch_size={patch!r} must be a positive int (None: the model's)"
+        if patch is not None:
+            name = config.get("model_name", "vit")
+            tokenizer = config.model.get("tokenizer", "patch")
+            if name != "vit" or tokenizer != "patch":
+                what = f"model_name={name!r}" if name != "vit" else f"tokenizer={tokenizer!r}"
+                return (
+                    f"patch_size={patch} resizes a ViT's patch-embedding kernel (FlexiViT), which "
+                    f"a {what} model does not have: drop patch_size"
+                )
         if patch is not None or size is not None:
             patch = patch or models.stride(config.model, config.get("model_name", "vit"))
             size = config.image_size if size is None else size

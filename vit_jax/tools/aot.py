@@ -8,6 +8,8 @@ and compiles them, and reports per device: XLA's argument / output / temporary m
 device's HBM, whether it fits, compile seconds, XLA's FLOPs and bytes against the analytic FLOPs, a
 roofline step time (the slower of compute at peak and HBM traffic at full bandwidth) with the img/s
 it implies, and the shardings of the largest arrays. The command line is `python -m vit_jax.aot`.
+Any family compiles (`config.model_name`: vit, resnet, hybrid); the "analytic" FLOPs are
+`flops.step_flops` (the ViT formula, or the matmuls and convolutions of the jaxpr for the others).
 
 A device is what JAX sees: a TPU v3 or v4 chip appears as two devices (one per TensorCore, each with
 half the chip's HBM and peak), v5e, v5p and v6e chips as one.
@@ -28,6 +30,7 @@ from vit_jax import config as config_lib
 from vit_jax import models
 from vit_jax.common.errors import Error
 from vit_jax.evaluators.classification import Classification
+from vit_jax.models import hybrid, resnet
 from vit_jax.tools import flops as flops_lib
 from vit_jax.train import loop
 from vit_jax.train import sharding as shd
@@ -258,13 +261,37 @@ def compile_report(config, topology: str, num_classes: Optional[int] = None) -> 
 
 
 def _model_name(model) -> str:
-    """E.g. "ViT width 384 depth 12 patch 16"; the size string's name where the sizes match one."""
+    """E.g. "ViT-S/16", "ResNet R50x1 (bit)", "R50+ViT-B/16 hybrid"; the sizes where no size
+    string matches."""
+    if isinstance(model, resnet.ResNet):
+        if isinstance(model.depth, int):
+            plain = model.layout == "cifar" and model.width == 1
+            size = f"R{model.depth}" if plain else f"R{model.depth}x{model.width}"
+        else:
+            size = f"stages {tuple(model.depth)} width {model.width}"
+        return f"ResNet {size} ({model.layout})"
+    if not isinstance(model, models.VisionTransformer):
+        return type(model).__name__
     ph = model.patch_size[0]
     sizes = (model.hidden_size, model.depth, model.mlp_dim, model.num_heads)
-    for name, known in models.SIZES.items():
-        if tuple(known) == sizes:
-            return f"ViT-{name}/{ph}"
-    return f"ViT width {sizes[0]} depth {sizes[1]} mlp {sizes[2]} heads {sizes[3]} patch {ph}"
+    size = next((n for n, known in models.SIZES.items() if tuple(known) == sizes), None)
+    if isinstance(model, hybrid.HybridViT):
+        stem = (tuple(model.resnet_layers), size, ph)
+        for name, known in hybrid.HYBRIDS.items():
+            if known == stem and model.resnet_width == 1:
+                depth, vit = name.split("+")
+                return f"{depth}+ViT-{vit} hybrid"
+        encoder = f"ViT-{size}/{ph}" if size else _vit_sizes(sizes, ph)
+        return (
+            f"ResNet stages {tuple(model.resnet_layers)} width {model.resnet_width} + {encoder} "
+            f"on the stem's /{model.stem_stride} map, hybrid"
+        )
+    return f"ViT-{size}/{ph}" if size else _vit_sizes(sizes, ph)
+
+
+def _vit_sizes(sizes, patch: int) -> str:
+    width, depth, mlp, heads = sizes
+    return f"ViT width {width} depth {depth} mlp {mlp} heads {heads} patch {patch}"
 
 
 def _summarise(result, device: Device, analytic: float, batch: int, n: int) -> Dict[str, Any]:

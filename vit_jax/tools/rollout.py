@@ -4,6 +4,9 @@ Per layer l the head-averaged attention `A_l` `[T, T]` is mixed with the residua
 `Â_l = (A_l + I) / rowsum`, and the layers are composed: `R = Â_L · … · Â_1`. Row t of R says how much
 token t at the output draws on each input token; the CLS row (or the mean row without CLS) over the
 patch columns, reshaped to the patch grid, is the heat map.
+
+Any model with a ViT encoder: the `vit` family (every tokenizer) and the `hybrid` family, whose
+grid is the stem's feature map divided by the patch; a ResNet has no attention (one-line error).
 """
 
 import io
@@ -14,8 +17,30 @@ import jax
 import numpy as np
 
 from vit_jax.common import files
+from vit_jax.common.errors import Error
+from vit_jax.models import VisionTransformer
 from vit_jax.models.posemb import resize_grid
 from vit_jax.models.scan import unstack_blocks
+
+
+class RolloutError(Error, ValueError):
+    """The model has no attention to roll out."""
+
+
+def check_model(model) -> None:
+    """A one-line `RolloutError` unless `model` has a ViT encoder (vit and hybrid families)."""
+    if not isinstance(model, VisionTransformer):
+        raise RolloutError(
+            f"attention rollout needs a transformer's attention maps; a {type(model).__name__} "
+            "(model_name='resnet') has none: use a vit or hybrid model"
+        )
+
+
+def token_grid(model, image_hw) -> tuple:
+    """The patch grid of an `image_hw` image: a hybrid's stem (SAME-padded, strided) maps a side n
+    to ceil(n / stem_stride) first."""
+    stem = getattr(model, "stem_stride", 1)
+    return tuple(-(-int(n) // stem) // p for n, p in zip(image_hw, model.patch_size))
 
 
 def attention_maps(model, variables, images) -> List[np.ndarray]:
@@ -24,6 +49,7 @@ def attention_maps(model, variables, images) -> List[np.ndarray]:
     The fused attention kernels do not expose weights, so the model runs with the naive path, which
     records them in the `intermediates` collection (stacked over the blocks with `scan=True`).
     """
+    check_model(model)
     naive = model.clone(attn_impl="naive")
     _, state = jax.jit(lambda v, x: naive.apply(v, x, mutable=["intermediates"]))(variables, images)
     blocks = unstack_blocks(state["intermediates"])["Transformer"]
@@ -55,7 +81,7 @@ def rollout_heatmap(model, variables, images) -> np.ndarray:
     r = rollout(attention_maps(model, variables, images))
     p = model.num_prefix + model.num_registers  # CLS, then registers, then the patches
     rows = r[:, 0] if model.num_prefix else r[:, p:].mean(axis=1)  # [B, T]
-    grid = (images.shape[1] // model.patch_size[0], images.shape[2] // model.patch_size[1])
+    grid = token_grid(model, images.shape[1:3])
     return rows[:, p:].reshape(-1, *grid)
 
 

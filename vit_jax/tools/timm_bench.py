@@ -1,15 +1,57 @@
 """The timm/PyTorch side of `python -m vit_jax.benchmark --vs-timm`: the same architecture, AdamW,
 bf16 autocast on GPU, fused attention (timm's default), optionally torch.compile. torch and timm are
-imported only here, on use."""
+imported only here, on use. Only a plain ViT (patch tokenizer) has its twin in timm: `check_model`
+says so in one line for any other model, `require` names a missing torch or timm."""
 
+import importlib
 import time
 
+from vit_jax.common.errors import Error, first_line
+from vit_jax.models import VisionTransformer
 from vit_jax.tools import flops
 from vit_jax.tools.benchmark import Runner, max_rss_bytes
+
+INSTALL = "pip install torch timm"
+# ViT options timm's VisionTransformer has no equivalent of here: (option, the plain value).
+PLAIN = (("tokenizer", "patch"), ("lsa", False), ("distill_token", False))
+
+
+class TimmError(Error, ValueError):
+    """torch or timm missing, or a model timm's VisionTransformer cannot build."""
+
+
+def require() -> None:
+    """Imports torch and timm; a `TimmError` naming the one that fails and how to install it."""
+    for name in ("torch", "timm"):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            missing = getattr(e, "name", None) or name
+            raise TimmError(
+                f"--vs-timm needs torch and timm; {missing} cannot be imported "
+                f"({first_line(e)}): {INSTALL}"
+            ) from None
+
+
+def check_model(model) -> None:
+    """A `TimmError` unless `model` is a plain ViT that timm's VisionTransformer can build."""
+    if type(model) is not VisionTransformer:
+        raise TimmError(
+            f"--vs-timm builds timm's VisionTransformer; a {type(model).__name__} has no twin "
+            "there: use --model-name=vit or drop --vs-timm"
+        )
+    for key, plain in PLAIN:
+        if getattr(model, key, plain) != plain:
+            raise TimmError(
+                f"--vs-timm builds timm's VisionTransformer with a patch embedding: "
+                f"{key}={getattr(model, key)!r} has no equivalent there; drop the option or "
+                "--vs-timm"
+            )
 
 
 def build_timm_model(args, model):
     """The timm VisionTransformer with `model`'s sizes (class token, token pooling, exact GELU)."""
+    check_model(model)
     from timm.models.vision_transformer import VisionTransformer  # noqa: PLC0415
 
     return VisionTransformer(

@@ -75,6 +75,11 @@ def with_patch_size(variables, new_patch: Patch, method: str = "bilinear"):
     grid at call time."""
     if "params" in variables:
         return {**variables, "params": with_patch_size(variables["params"], new_patch, method)}
+    if "kernel" not in variables.get("embedding", {}):
+        raise ValueError(
+            "no patch-embedding kernel embedding/kernel [ph, pw, C, D] to resize: FlexiViT's "
+            "resize applies to a ViT with tokenizer='patch'"
+        )
     embedding = dict(variables["embedding"])
     embedding["kernel"] = resize_patch_embedding(embedding["kernel"], new_patch, method)
     return {**variables, "embedding": embedding}
