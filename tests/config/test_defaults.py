@@ -127,7 +127,13 @@ def test_configs_mean_what_they_meant_before_the_rewrite():
     # and tests/config/test_recipes.py hold them now.
     recipes = {"imagenet_s16.py", "i21k_b16.py", "finetune.py"}
     recipes.add("ablation_cifar10.py")  # issue 15: 900 steps instead of 300 (docs/ablation.md)
-    newer = {"quickstart_evals.py", "vit_g14.py", "vit_G14.py", "data_scaling.py"}  # added since
+    newer = {
+        "quickstart_evals.py",
+        "vit_g14.py",
+        "vit_G14.py",
+        "data_scaling.py",
+        "cifar10_cct.py",
+    }  # added since
     assert sorted(before) == sorted(set(map(os.path.basename, CONFIGS)) - newer)
     for name, old in before.items():
         if name in recipes:

@@ -57,17 +57,17 @@ def test_save_overlay_writes_a_png_of_the_image_size(tmp_path):
 
 
 def test_hybrid_rollout_is_on_the_stem_token_grid():
-    """A hybrid's grid is ceil(side / 4) (the SAME-padded stem) // patch: 26x18 px → 7x5 → 3x2."""
+    """A hybrid's grid is side / 4 (the stem) / patch: 40x24 px → 10x6 → 5x3."""
     model = vit_jax.create_model(None, 3, "hybrid", resnet_layers=(), patch_size=2, **TINY)
-    images = jax.random.normal(jax.random.PRNGKey(0), (2, 26, 18, 3))
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 40, 24, 3))
     variables = jax.jit(model.init)(jax.random.PRNGKey(1), images)
     maps = rollout.attention_maps(model, variables, images)
-    assert rollout.token_grid(model, (26, 18)) == (3, 2)
-    assert maps[0].shape[-1] == 6 + model.num_prefix  # the model's own token count
+    assert rollout.token_grid(model, (40, 24)) == (5, 3)
+    assert maps[0].shape[-1] == 15 + model.num_prefix  # the model's own token count
     heat = rollout.rollout_heatmap(model, variables, images)
     r = rollout.rollout(maps)
     np.testing.assert_allclose(heat.reshape(2, -1), r[:, 0, model.num_prefix :], atol=1e-6)
-    assert heat.shape == (2, 3, 2)
+    assert heat.shape == (2, 5, 3)
 
 
 def test_resnet_rollout_is_one_line():
