@@ -52,7 +52,7 @@ class HybridViT(VisionTransformer):
 
     @property
     def stem_stride(self) -> int:
-        return 4 * 2 ** max(len(self.resnet_layers) - 1, 0)
+        return stem_stride(self.resnet_layers)
 
     def _stem(self, x):
         kw = dict(dtype=self.compute_dtype, param_dtype=self.params_dtype)
@@ -94,9 +94,13 @@ def validate(opts: Dict[str, Any]) -> None:
     variants.validate_options({k: v for k, v in opts.items() if k not in HYBRID_KEYS})
 
 
+def stem_stride(resnet_layers) -> int:
+    """Root conv /2, max-pool /2, then /2 for every stage but the first."""
+    return 4 * 2 ** max(len(resnet_layers) - 1, 0)
+
+
 def _stride(opts: Dict[str, Any]) -> int:
-    stem = 4 * 2 ** max(len(opts["resnet_layers"]) - 1, 0)
-    return stem * math.lcm(*opts["patch_size"])
+    return stem_stride(opts["resnet_layers"]) * math.lcm(*opts["patch_size"])
 
 
 FAMILIES.register("hybrid")(
