@@ -14,6 +14,9 @@ FAMILY (`--config=configs/data_scaling.py:FAMILY` trains one alone through vit_j
   hybrid                   the ViT paper's ResNet root (7×7/2 conv, max-pool) + one bottleneck stage,
                            1×1 patches on the 8×8 map, same encoder: 0.92 M, 132 MFLOPs
   resnet                   ResNet-56 (He et al. 2016, CIFAR layout, BatchNorm): 0.85 M, 251 MFLOPs
+  vit_distill              vit_learn + DeiT's hard distillation with the distillation token (alpha
+                           0.5); each run's teacher is the resnet run of the same size and seed
+                           (TEACHERS; the study script sets config.distill.teacher per run)
 
 The recipe (every family): AdamW lr 2e-3, weight decay 0.05, label smoothing 0.1, batch 128,
 Inception crop (area 0.35-1) + flip, `total_steps` steps whatever the training-set size; top-1 on
@@ -32,10 +35,16 @@ FAMILY_OPTIONS = {
 # The hybrid keeps the ViT's encoder options; its stem: the root block + one bottleneck stage
 # (32 px / 4 = an 8x8 map of 256 channels), read by 1x1 patches.
 HYBRID_OPTIONS = {"patch_size": 1, "resnet_layers": (1,), "resnet_width": 1}
-FAMILIES = (*FAMILY_OPTIONS, "hybrid", "resnet")
+# Distillation families: the student's options and the family whose run (same size, same seed)
+# teaches it. After the teacher in FAMILIES, so a seed's teacher is trained first.
+DISTILL_OPTIONS = {"vit_distill": {"distill_token": True}}
+TEACHERS = {"vit_distill": "resnet"}
+FAMILIES = (*FAMILY_OPTIONS, "hybrid", "resnet", *DISTILL_OPTIONS)
 
 
-def get_config(family: str = "vit_learn"):
+def get_config(family: str = "vit_learn", teacher: str = ""):
+    """teacher: a distillation family's teacher workdir (scripts/data_scaling.py sets it per run;
+    `--config=configs/data_scaling.py:vit_distill` alone needs `--config.distill.teacher=DIR`)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     c = load_config("ablation_cifar10.py", relative_to=__file__)
@@ -46,6 +55,9 @@ def get_config(family: str = "vit_learn"):
     c.model.depth = 6
     if family in FAMILY_OPTIONS:
         c.model.update(FAMILY_OPTIONS[family])
+    elif family in DISTILL_OPTIONS:  # DeiT: 1/2 CE(class head) + 1/2 CE(distill head, teacher)
+        c.model.update(DISTILL_OPTIONS[family])
+        c.distill.update(dict(kind="hard", alpha=0.5, teacher=teacher))
     elif family == "hybrid":  # the same encoder on the 8x8 map of the ResNet root + one stage
         c = with_model(c, "hybrid", keep_shared=True)
         c.model.update(HYBRID_OPTIONS)

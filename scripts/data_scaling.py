@@ -40,10 +40,16 @@ _TRAIN_SIZE = 50_000  # CIFAR-10 train: the x axis of the plot in images
 fail = errors.fail
 
 
-def _configs():
+def data_scaling_config():
     import data_scaling  # noqa: PLC0415  (configs/data_scaling.py)
 
+    return data_scaling
+
+
+def _configs():
     from vit_jax.tools import ablation  # noqa: PLC0415
+
+    data_scaling = data_scaling_config()
 
     names = _FAMILIES.value or list(data_scaling.FAMILIES)
     bad = [n for n in names if n not in data_scaling.FAMILIES]
@@ -57,8 +63,7 @@ def _configs():
             key, eq, text = item.partition("=")
             if not eq:
                 fail(f"--set={item!r} should look like KEY=VALUE, e.g. total_steps=300")
-            node, last = ablation._parent(c, key)
-            node[last] = ablation.parse_value(c, key, text)
+            ablation.set_value(c, key, ablation.parse_value(c, key, text))
         out[name] = c
     return out
 
@@ -86,9 +91,11 @@ def main(argv) -> None:
             )  # as prepare_process did for the first: config.json says what ran
         finished = True
         for name, config in ({} if _REPORT_ONLY.value else configs).items():
+            teacher = data_scaling_config().TEACHERS.get(name)
             finished = study.run_family(
-                config, name, _WORKDIR.value, fractions, _SEEDS.value, lock=_LOCK.value
-            )
+                config, name, _WORKDIR.value, fractions, _SEEDS.value, lock=_LOCK.value,
+                teacher=teacher,
+            )  # fmt: skip
             study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
             if not finished:
                 break

@@ -81,17 +81,26 @@ def test_every_family_default_config_validates_and_states_its_defaults_once():
                 assert c.model[key] == default, (name, key)
 
 
-def test_data_scaling_configs_validate():
+def _study_configs():
     spec = importlib.util.spec_from_file_location(
         "data_scaling_config", os.path.join(ROOT, "configs", "data_scaling.py")
     )  # by path: scripts/data_scaling.py has the same module name
     configs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(configs)
+    return configs
 
+
+def test_data_scaling_configs_validate(tmp_path):
+    configs = _study_configs()
+    (tmp_path / "config.json").write_text("{}")  # a teacher workdir, as validation sees it
     for name in configs.FAMILIES:
-        c = configs.get_config(name)
+        c = configs.get_config(name, teacher=str(tmp_path))
         c.dataset = "digits"
         validate(c, num_devices=1)
+    student = configs.get_config("vit_distill")
+    assert (student.distill.kind, student.distill.alpha) == ("hard", 0.5)
+    assert student.model.distill_token and configs.TEACHERS["vit_distill"] in configs.FAMILIES
+    assert configs.FAMILIES.index("vit_distill") > configs.FAMILIES.index("resnet")
     with pytest.raises(ValueError, match="unknown family"):
         configs.get_config("mlp")
 
@@ -123,3 +132,59 @@ def test_data_scaling_sweeps_each_fraction_and_summarises(tmp_path, monkeypatch)
     # rerun: everything is done, nothing trains
     boom = lambda *a: pytest.fail("a finished run trained again")  # noqa: E731
     assert data_scaling.run_family(c, "resnet", str(tmp_path), [10, 50], 2, train_fn=boom)
+
+
+def test_data_scaling_distillation_takes_the_teacher_run_of_the_same_size_and_seed(
+    tmp_path, monkeypatch, capsys
+):
+    c = _family_config("vit")
+    c.distill.update(dict(kind="hard", alpha=0.5))
+    monkeypatch.setattr(
+        data_scaling.ablation,
+        "evaluate_sizes",
+        lambda cfg, wd, sizes: ({s: dict(top1=0.5) for s in sizes}, 7),
+    )
+    monkeypatch.setattr(data_scaling.ablation, "validate", lambda config: None)
+    runs = data_scaling.runs_of(c, [10], 2)  # seeds 0 and 1 at train[:10%]
+    teacher_of = {}
+    for run in runs:  # teacher workdirs; only seed 0's has a checkpoint
+        wd = tmp_path / "resnet" / "runs" / run.name
+        (wd / "checkpoints").mkdir(parents=True)
+        teacher_of[run.seed] = str(wd)
+    (tmp_path / "resnet" / "runs" / runs[0].name / "checkpoints" / "6").mkdir()
+    seen = []
+
+    def train(config, workdir):
+        seen.append((config.seed, config.train_split, config.distill.teacher))
+        return _stand_in(config, workdir)
+
+    assert data_scaling.run_family(
+        c, "vit_distill", str(tmp_path), [10], 2, teacher="resnet", train_fn=train
+    )
+    assert seen == [(0, "train[:10%]", teacher_of[0])]
+    assert "its teacher has no checkpoint" in capsys.readouterr().err
+    assert len(list((tmp_path / "vit_distill" / "runs").glob("*/result.json"))) == 1
+
+
+def test_data_scaling_paired_differences_and_their_significance():
+    def row(family, pct, by_seed):
+        return dict(family=family, percent=pct, top1_by_seed=by_seed)
+
+    rows = [
+        row("resnet", 10, {0: 0.50, 1: 0.52, 2: 0.51}),
+        row("cct", 10, {0: 0.55, 1: 0.58, 2: 0.56}),  # +5, +6, +5 points: clear
+        row("resnet", 100, {0: 0.70, 1: 0.71, 2: 0.72}),
+        row("cct", 100, {0: 0.71, 1: 0.70, 2: 0.72}),  # +1, -1, 0: noise
+        row("vit_learn", 100, {0: 0.60}),
+    ]
+    d = data_scaling.paired(rows, "cct", "resnet")
+    assert d[10]["mean"] == pytest.approx(16 / 3) and d[10]["seeds"] == 3
+    assert d[10]["std"] == pytest.approx(math.sqrt(1 / 3)) and d[10]["significant"]
+    assert d[100]["mean"] == pytest.approx(0.0, abs=1e-9) and not d[100]["significant"]
+    one = data_scaling.paired(rows, "vit_learn", "resnet")[100]  # one seed: never significant
+    assert one["mean"] == pytest.approx(-10.0) and not one["significant"]
+    assert data_scaling.comparisons(["vit_learn", "cct", "resnet"]) == [
+        ("vit_learn", "resnet"), ("cct", "resnet"), ("cct", "vit_learn"),
+    ]  # fmt: skip
+    table = data_scaling.paired_markdown(rows)
+    assert "| cct − resnet | **+5.3 ± 0.6** (3) | +0.0 ± 1.0 (3) |" in table

@@ -79,6 +79,12 @@ def _parent(config, key: str):
     return node, last
 
 
+def set_value(config, key: str, value) -> None:
+    """`config.<key> = value` for a dotted key ("model.posemb"); ConfigError for an unknown key."""
+    node, last = _parent(config, key)
+    node[last] = value
+
+
 def key_type(config, key: str) -> type:
     """The Python type of `config.<key>`, also for keys whose default is None (typed references)."""
     node, last = _parent(config, key)
@@ -145,8 +151,7 @@ def run_config(base, run: Run):
     """A copy of `base` with the run's overrides and seed applied."""
     config = copy.deepcopy(base)
     for key, value in run.overrides:
-        node, last = _parent(config, key)
-        node[last] = value
+        set_value(config, key, value)
     config.seed = run.seed
     return config
 
@@ -166,7 +171,7 @@ def check_eval_sizes(config, sizes: Sequence[int]) -> None:
 
 
 # ------------------------------------------------------------------ running
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"[ablate] {message}", file=sys.stderr, flush=True)
 
 
@@ -181,7 +186,7 @@ def _locked(path: Optional[str]):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             # Also blocks forever if the sweep itself runs under `flock PATH`: say so.
-            _say(f"waiting for {path} (don't also run the sweep under `flock {path}`)")
+            say(f"waiting for {path} (don't also run the sweep under `flock {path}`)")
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -245,9 +250,9 @@ def run_one(base, run: Run, sweep_dir: str, eval_sizes: Sequence[int], train_fn:
     path = result_path(sweep_dir, run)
     if files.exists(path):
         check_or_write_config(workdir, config)  # a different base config in this sweep dir: error
-        _say(f"skip {run.name}: done ({path})")
+        say(f"skip {run.name}: done ({path})")
         return json.loads(files.read_text(path))
-    _say(f"run {run.name} in {workdir}")
+    say(f"run {run.name} in {workdir}")
     start = time.perf_counter()
     final = train_fn(config, workdir)
     if "stopped_at" in final:
@@ -268,7 +273,7 @@ def run_one(base, run: Run, sweep_dir: str, eval_sizes: Sequence[int], train_fn:
         with files.atomic_write(path) as f:
             json.dump(result, f, indent=2)
     top1 = "  ".join(f"{s}px {evals[s]['top1']:.4f}" for s in sizes)
-    _say(f"done {run.name}: top-1 {top1}")
+    say(f"done {run.name}: top-1 {top1}")
     return result
 
 
@@ -300,12 +305,12 @@ def run_sweep(
         check_eval_sizes(config, eval_sizes)
     files.makedirs(sweep_dir)
     for i, run in enumerate(runs):
-        _say(f"[{i + 1}/{len(runs)}]")
+        say(f"[{i + 1}/{len(runs)}]")
         done = files.exists(result_path(sweep_dir, run))
         with _locked(None if done else lock):  # skipping a finished run needs no CPU
             result = run_one(base, run, sweep_dir, eval_sizes, train_fn)
         if result is None:
-            _say(f"stopped during {run.name}; rerun the same command to continue")
+            say(f"stopped during {run.name}; rerun the same command to continue")
             return False
         if not done and jax.process_index() == 0:
             report(runs, sweep_dir)

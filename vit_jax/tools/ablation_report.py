@@ -197,7 +197,7 @@ def paired_markdown(rows: Sequence[dict], baseline: str) -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def _pyplot():
+def pyplot():
     import matplotlib  # noqa: PLC0415  (heavy, only for the plots)
 
     matplotlib.use("Agg")
@@ -212,7 +212,7 @@ def _err(std: float) -> float:
 
 def plot_accuracy(rows: Sequence[dict], path: str) -> None:
     """Bar chart: top-1 at the training resolution per setting, error bars = std over seeds."""
-    plt = _pyplot()
+    plt = pyplot()
     means = [100 * r["top1"][r["train_size"]][0] for r in rows]
     errs = [_err(r["top1"][r["train_size"]][1]) for r in rows]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.6))
@@ -229,7 +229,7 @@ def plot_accuracy(rows: Sequence[dict], path: str) -> None:
 
 def plot_resolution(rows: Sequence[dict], path: str) -> None:
     """Top-1 against eval resolution, one line per setting; the dotted line marks the training size."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for r in rows:
         sizes = sorted(r["top1"])
@@ -307,7 +307,7 @@ def plot_curves(
     runs: Sequence[Any], sweep_dir: str, path: str, window: int = 8, results=None
 ) -> None:
     """Train loss per setting (mean over seeds), and its paired difference to the first setting."""
-    plt = _pyplot()
+    plt = pyplot()
     curves = train_curves(runs, sweep_dir, "loss", window, results)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     base = next(iter(curves), "")

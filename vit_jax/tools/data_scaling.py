@@ -12,14 +12,16 @@ is rewritten after each run.
     sweep_dir/summary.md, summary.json, scaling.png
 """
 
+import copy
 import json
 import math
 import statistics
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from vit_jax.common import files
 from vit_jax.tools import ablation
-from vit_jax.tools.ablation_report import _pyplot, load_results
+from vit_jax.tools.ablation_report import load_results, pyplot
+from vit_jax.train import checkpoint
 
 
 def split_of(percent: float) -> str:
@@ -33,10 +35,32 @@ def runs_of(config, fractions: Sequence[float], seeds: int) -> List[ablation.Run
     return ablation.expand(config, [spec], seeds)
 
 
-def run_family(config, family: str, sweep_dir: str, fractions, seeds: int, lock=None, **kw):
-    """Trains the family's missing runs; True when all are done (False: stopped, rerun)."""
+def run_family(
+    config, family: str, sweep_dir: str, fractions, seeds: int, lock=None, teacher=None, **kw
+):
+    """Trains the family's missing runs; True when all are done (False: stopped, rerun).
+
+    teacher: for a distillation family (`config.distill.kind` != "none"), the family whose run of
+    the same training-set size and seed is each run's teacher (its workdir's final checkpoint).
+    """
     runs = runs_of(config, fractions, seeds)
-    return ablation.run_sweep(config, runs, files.join(sweep_dir, family), lock=lock, **kw)
+    out = files.join(sweep_dir, family)
+    if teacher is None:
+        return ablation.run_sweep(config, runs, out, lock=lock, **kw)
+    for run in runs:  # one teacher per run: a sweep of one run each
+        c = copy.deepcopy(config)
+        c.distill.teacher = files.join(sweep_dir, teacher, "runs", run.name)
+        ckpts = files.join(c.distill.teacher, "checkpoints")
+        done = files.exists(ablation.result_path(out, run))
+        if not done and not checkpoint.saved_steps(ckpts):
+            ablation.say(
+                f"skip {family} {run.name}: its teacher has no checkpoint in {ckpts} "
+                f"(train --families={teacher} on this machine first: checkpoints are not committed)"
+            )
+            continue
+        if not ablation.run_sweep(c, [run], out, lock=lock, **kw):
+            return False
+    return True
 
 
 def _percent(split: str) -> float:
@@ -100,9 +124,70 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired(rows: Sequence[dict], family: str, baseline: str) -> Dict[float, dict]:
+    """`family` − `baseline` top-1 (points) per training-set size, seed by seed.
+
+    Runs of one seed see the same images in the same order, so the per-seed difference is the
+    fair comparison. `significant`: a two-sided paired t-test over the common seeds gives p < 0.05
+    (|mean| > t(0.975, n-1)·std/√n); never with one seed.
+    """
+    import scipy.stats  # noqa: PLC0415  (a dependency of jax)
+
+    cell = {(r["family"], r["percent"]): r for r in rows}
+    out = {}
+    for (fam, pct), r in sorted(cell.items(), key=lambda kv: kv[0][1]):
+        base = cell.get((baseline, pct))
+        if fam != family or base is None:
+            continue
+        seeds = sorted(set(r["top1_by_seed"]) & set(base["top1_by_seed"]))
+        if not seeds:
+            continue
+        d = [100 * (r["top1_by_seed"][s] - base["top1_by_seed"][s]) for s in seeds]
+        std = statistics.stdev(d) if len(d) > 1 else math.nan
+        bound = scipy.stats.t.ppf(0.975, len(d) - 1) * std / len(d) ** 0.5 if len(d) > 1 else None
+        mean = statistics.fmean(d)
+        out[pct] = dict(
+            seeds=len(d), mean=mean, std=std, significant=bool(bound and abs(mean) > bound)
+        )
+    return out
+
+
+def comparisons(families: Sequence[str]) -> List[Tuple[str, str]]:
+    """(family, baseline) pairs of the report: every family against the CNN, then what each
+    small-data method (and distillation) buys over the plain ViT."""
+    pairs = [(f, "resnet") for f in families if f != "resnet" and "resnet" in families]
+    plain = "vit_learn"
+    return pairs + [
+        (f, plain) for f in families if f not in ("resnet", plain) and plain in families
+    ]
+
+
+def paired_markdown(rows: Sequence[dict]) -> str:
+    """The paired differences as Markdown (points, mean ± std over seeds; bold: p < 0.05)."""
+    percents = sorted({r["percent"] for r in rows})
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    lines = ["| difference (points) | " + " | ".join(f"{p:g}%" for p in percents) + " |"]
+    lines.append("|" + "---|" * (1 + len(percents)))
+    for fam, base in comparisons(families):
+        diffs = paired(rows, fam, base)
+        if not diffs:
+            continue
+        cells = []
+        for p in percents:
+            d = diffs.get(p)
+            if d is None:
+                cells.append("")
+                continue
+            text = f"{d['mean']:+.1f}" + ("" if math.isnan(d["std"]) else f" ± {d['std']:.1f}")
+            cells.append((f"**{text}**" if d["significant"] else text) + f" ({d['seeds']})")
+        lines.append(f"| {fam} − {base} | " + " | ".join(cells) + " |")
+    note = "\nMean ± std of the per-seed differences (seeds); bold: paired t-test p < 0.05.\n"
+    return "\n".join(lines) + "\n" + note
+
+
 def plot(rows: Sequence[dict], path: str, train_size: int) -> None:
     """Top-1 against training images (log axis), one line per family, seed spread as error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for fam in dict.fromkeys(r["family"] for r in rows):
         rs = sorted((r for r in rows if r["family"] == fam), key=lambda r: r["percent"])
@@ -125,7 +210,7 @@ def report(sweep_dir: str, families: Dict[str, object], fractions, seeds: int, t
     rows = collect(sweep_dir, families, fractions, seeds)
     if not rows:
         return None
-    table = markdown(rows)
+    table = markdown(rows) + "\n" + paired_markdown(rows)
     files.write_text(files.join(sweep_dir, "summary.md"), table)
     files.write_text(files.join(sweep_dir, "summary.json"), json.dumps(rows, indent=1))
     plot(rows, files.join(sweep_dir, "scaling.png"), train_size)
