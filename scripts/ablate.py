@@ -10,10 +10,11 @@ keys that default to None). Rerunning the same command skips finished runs and r
 --report_only rewrites the table and plots from the finished runs without training.
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vit_jax.common import quiet  # noqa: E402
+
+quiet.quiet_process()  # only our own lines (TensorFlow, libtpu muted)
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

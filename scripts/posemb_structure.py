@@ -13,7 +13,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vit_jax.common import quiet  # noqa: E402
+
+quiet.quiet_process()  # only our own lines (TensorFlow, libtpu muted)
 
 from vit_jax.common import errors, files  # noqa: E402
 

@@ -21,7 +21,7 @@ ORDER = (
 # common/) may call them.
 PROCESS_SETTERS = {
     "keep_freed_memory", "split_cpu", "split_for_config", "init_distributed", "initialize",
-    "mallopt", "prepare_process",
+    "mallopt", "prepare_process", "quiet_process",
 }  # fmt: skip
 MAX_LINES = 400
 

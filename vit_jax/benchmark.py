@@ -35,7 +35,7 @@ import jax
 
 import vit_jax
 from vit_jax import models
-from vit_jax.common import cpu_devices, errors, files, host_memory
+from vit_jax.common import cpu_devices, errors, files, host_memory, quiet
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.tools import benchmark as bench
 
@@ -275,6 +275,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> None:
+    quiet.quiet_process()  # no libtpu probing without a TPU
     args = parse_args(argv)
     host_memory.keep_freed_memory()
     records = run(args)

@@ -15,7 +15,7 @@ import sys
 
 import ml_collections
 
-from vit_jax.common import errors
+from vit_jax.common import errors, quiet
 from vit_jax.data.options import AugConfig, DataConfig
 
 
@@ -99,6 +99,7 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> None:
+    quiet.quiet_process()  # before TensorFlow starts: only our own lines
     args = parse_args(argv)
     from vit_jax.data import stats as stats_lib  # noqa: PLC0415  (TensorFlow loads here)
 

@@ -12,9 +12,10 @@ printed and appended to WORKDIR/eval_only.jsonl. Errors print one line (`error: 
 """
 
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from vit_jax.common import quiet  # noqa: E402
+
+quiet.quiet_process()  # only our own lines (TensorFlow, libtpu muted)
 
 import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

@@ -6,11 +6,9 @@ Re-running the same command on the same workdir resumes from its latest checkpoi
 config, data or checkpoints print one line (`error: ...`) and exit with status 2.
 """
 
-import os
+from vit_jax.common import quiet
 
-os.environ.setdefault(
-    "TF_CPP_MIN_LOG_LEVEL", "2"
-)  # TensorFlow's C++ INFO lines drown the progress bar
+quiet.quiet_process()  # before TensorFlow and JAX's backend start: only our own lines
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

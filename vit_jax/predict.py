@@ -10,11 +10,12 @@ Images get the eval preprocessing of the run's config, so predictions match eval
 missing run, checkpoint or image, an unreadable image) print one line (`error: ...`) and exit with 2.
 """
 
-import os
 import sys
 from typing import List, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO lines bury the output
+from vit_jax.common import quiet  # noqa: E402
+
+quiet.quiet_process()  # TensorFlow's and libtpu's start-up lines bury the output
 
 from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
