@@ -6,9 +6,18 @@ and the command lines on top (`vit_jax/main.py`, `predict.py`, `data_stats.py`, 
 `scripts/`), the only modules that set process-wide state.
 """
 
-from vit_jax import models
-from vit_jax.models import MODEL_OPTIONS, create_model, decode_variant, get_features
-from vit_jax.models import vit as model  # `vit_jax.model.get_features`, as before the packages
+import os
+
+# TensorFlow and XLA read their C++ log level once, when first loaded, and `import vit_jax` loads
+# JAX: INFO and WARNING lines (e.g. `local_rendezvous.cc ... aborting` at every data error) stay
+# off unless VIT_JAX_DEBUG=1 or the user set it. The rest of the quiet set-up:
+# vit_jax/common/quiet.py.
+if os.environ.get("VIT_JAX_DEBUG", "") in ("", "0"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from vit_jax import models  # noqa: E402
+from vit_jax.models import MODEL_OPTIONS, create_model, decode_variant, get_features  # noqa: E402
+from vit_jax.models import vit as model  # noqa: E402  (`vit_jax.model.get_features`)
 
 __version__ = "0.1.0"
 __all__ = ["MODEL_OPTIONS", "create_model", "decode_variant", "get_features", "model", "models"]

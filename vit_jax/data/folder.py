@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vit_jax.data import splits
+from vit_jax.data import image_limit, splits
 from vit_jax.data._tf import tf
 from vit_jax.data.core import DataError, SourceOptions, first_line
 from vit_jax.data.indexed import IndexedSource, eager_constant
@@ -55,10 +55,12 @@ class FileSource(IndexedSource):
 
 
 def _decode_problem(path: str) -> Optional[str]:
+    data = tf.io.read_file(path)
     try:
-        decode(tf.io.read_file(path))
+        decode(data)
     except tf.errors.OpError as e:
-        return first_line(e)
+        too_large = image_limit.TOO_LARGE in str(e)
+        return (image_limit.describe(data) if too_large else None) or first_line(e)
     return None
 
 

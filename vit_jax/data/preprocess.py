@@ -6,15 +6,21 @@ function of its inputs, so a batch depends only on (config.seed, position in the
 
 from typing import Sequence, Tuple
 
+from vit_jax.data import image_limit
 from vit_jax.data._tf import tf
 from vit_jax.data.options import AugConfig
 from vit_jax.data.randaugment import randaugment
 
 
 def decode(data) -> "tf.Tensor":
-    """uint8 [h, w, 3] from encoded bytes (JPEG/PNG/GIF/BMP; gray and RGBA become RGB) or pixels."""
+    """uint8 [h, w, 3] from encoded bytes (JPEG/PNG/GIF/BMP; gray and RGBA become RGB) or pixels.
+    Encoded images whose header claims too many pixels fail before decoding (`image_limit`)."""
     if data.dtype != tf.string:
         return data
+    return _decode_image(image_limit.checked(data))
+
+
+def _decode_image(data):
     return tf.io.decode_image(data, channels=3, expand_animations=False)
 
 
@@ -42,13 +48,14 @@ def decode_and_random_crop(data, seed, area, aspect):
     if data.dtype != tf.string:
         y, x, h, w = crop_window(tf.shape(data), seed, area, aspect)
         return data[y : y + h, x : x + w]
+    data = image_limit.checked(data)
 
     def jpeg():
         y, x, h, w = crop_window(tf.image.extract_jpeg_shape(data), seed, area, aspect)
         return tf.image.decode_and_crop_jpeg(data, tf.stack([y, x, h, w]), channels=3)
 
     def other():
-        image = decode(data)
+        image = _decode_image(data)
         y, x, h, w = crop_window(tf.shape(image), seed, area, aspect)
         return image[y : y + h, x : x + w]
 
