@@ -7,6 +7,7 @@ function: the command line (`vit_jax/main.py`) sets the process up (malloc, CPU 
 
 import functools
 import signal
+import sys
 from typing import Dict, Optional, Tuple
 
 import jax
@@ -17,10 +18,10 @@ from vit_jax.common import files
 from vit_jax.common.errors import Error
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.config import ConfigError, validate
-from vit_jax.train import distill, workdir_lock
+from vit_jax.train import distill, preflight, workdir_lock
 from vit_jax.train import sharding as shd
 from vit_jax.train import step as ts
-from vit_jax.train.checkpoint import Checkpointer, check_config, write_config
+from vit_jax.train.checkpoint import Checkpointer, check_config, saved_steps, write_config
 from vit_jax.train.metrics_log import MetricsLogger
 from vit_jax.train.optim import ema_of, make_optimizer, make_schedule
 
@@ -160,9 +161,9 @@ def _init_from_pretrained(config, model, tx, state, shardings):
 
 
 def check_splits(config, data):
-    """(number of classes, evaluators), after checking the train split and every evaluator's data
-    up front: the splits exist, hold examples, and have labels the model can output (a head
-    narrower than the dataset trains to nonsense)."""
+    """(number of classes, evaluators, the train split's DatasetInfo), after checking the train
+    split and every evaluator's data up front: the splits exist, hold examples, and have labels
+    the model can output (a head narrower than the dataset trains to nonsense)."""
     info = data.get_info(config.dataset, config.train_split, config.data_dir)
     if info.num_examples == 0:
         raise data.DataError(
@@ -184,7 +185,7 @@ def check_splits(config, data):
     evals = evaluators.from_config(config)
     for ev in evals:
         ev.check(num_classes)
-    return num_classes, evals
+    return num_classes, evals, info
 
 
 def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> Dict[str, float]:
@@ -195,6 +196,8 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     run on the same workdir fails with one line (`vit_jax.train.workdir_lock`).
     """
     validate(config)
+    if jax.process_index() == 0:
+        preflight.check_writable(workdir)  # one line for a read-only workdir, before anything
     with workdir_lock.held(workdir, main=jax.process_index() == 0):
         return _train(config, workdir, stop_at)
 
@@ -206,7 +209,7 @@ def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
     # ----------------------------------------------------------------- data
     from vit_jax import data  # noqa: PLC0415  (TensorFlow only where data is read)
 
-    num_classes, evals = check_splits(config, data)  # fails now, not after training
+    num_classes, evals, info = check_splits(config, data)  # fails now, not after training
 
     # ----------------------------------------------------------------- model and state
     model, tx, schedule, init, abstract, shardings = build(config, num_classes, mesh)
@@ -220,6 +223,13 @@ def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
         best=best_key if config.keep_best else None,
     )  # fmt: skip
     last_saved = ckpt.latest_step()
+    facts = preflight.facts(config, info)  # a changed dataset is named, not a head mismatch
+    facts_changed = preflight.check_dataset(
+        workdir, facts, last_saved is not None, config.allow_config_change
+    )
+    existing = len(saved_steps(files.join(workdir, "checkpoints")))
+    warn = functools.partial(print, file=sys.stderr, flush=True)
+    preflight.warn_free_space(workdir, abstract, config.keep_checkpoints, existing, say=warn)
     if last_saved is not None:
         # Auto-resume: params, optimizer, step and RNG; the data position follows from the step.
         with_shardings = shd.with_shardings(abstract, shardings)
@@ -230,6 +240,8 @@ def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
             state = _init_from_pretrained(config, model, tx, state, shardings)
     if config_changed:  # only now: a resume that failed must not overwrite the run's record
         write_config(workdir, config)
+    if facts_changed:
+        preflight.write_facts(workdir, facts)
     start = int(jax.device_get(state["step"]))
 
     # ----------------------------------------------------------------- jitted steps
