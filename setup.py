@@ -14,6 +14,7 @@ setup(
         "optax>=0.2.4,<0.3",
         "orbax-checkpoint>=0.11,<0.14",
         "ml-collections>=1.0,<2",
+        "safetensors>=0.4,<1",  # timm / Hugging Face weights, NumPy API only (no torch)
         "absl-py>=2.1,<3",
         "numpy>=1.26",
         "tensorflow-cpu>=2.17,<2.23",

@@ -7,6 +7,7 @@ for its hyper-parameters when a pool has parameters (MAP).
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vit_jax import kernels as kernels_lib
 from vit_jax.common.registry import Registry
 from vit_jax.models.layers import MlpBlock
 
@@ -26,6 +27,15 @@ def token(x, *, num_prefix: int, model):
 def gap(x, *, num_prefix: int, model):
     """Mean over patch tokens (prefix tokens excluded)."""
     return jnp.mean(x[:, num_prefix:], axis=1)
+
+
+@POOLS.register("gap_norm")
+def gap_norm(x, *, num_prefix: int, model):
+    """Mean over patch tokens, then a LayerNorm `fc_norm` (epsilon 1e-6): timm's `global_pool='avg'`
+    with its default `fc_norm`. timm then has no norm before pooling: `final_norm=False` here."""
+    ln = kernels_lib.get(model.kernels).layer_norm
+    kw = dict(dtype=model.compute_dtype, param_dtype=model.params_dtype)
+    return ln(epsilon=1e-6, name="fc_norm", **kw)(jnp.mean(x[:, num_prefix:], axis=1))
 
 
 @POOLS.register("none")

@@ -18,10 +18,23 @@ import numpy as np
 from vit_jax.common import files
 from vit_jax.models import posemb
 from vit_jax.models.posemb import Grid
-from vit_jax.weights import bit, npz
+from vit_jax.weights import bit, hub, npz, safetensors_ckpt
 
 # Checkpoint readers by format name: each returns a flat `{'/'-joined key: array}` dict.
-READERS: Dict[str, Callable[[str], Dict[str, np.ndarray]]] = {"npz": npz.read_npz}
+# "safetensors": a file, a folder holding one or `hf://ORG/NAME` (timm, transformers or our layout,
+# `vit_jax.weights.safetensors_ckpt`), translated to our names.
+READERS: Dict[str, Callable[[str], Dict[str, np.ndarray]]] = {
+    "npz": npz.read_npz,
+    "safetensors": lambda path: _safetensors_flat(safetensors_ckpt.load(path)),
+}
+
+
+def _safetensors_flat(ckpt) -> Dict[str, np.ndarray]:
+    """Our flat names, with the GELU the checkpoint's config states (for `gelu_mismatch`)."""
+    flat = dict(ckpt.flat)
+    if ckpt.gelu:
+        flat[npz.GELU_KEY] = np.array(ckpt.gelu)
+    return flat
 
 
 def resize_posemb(
@@ -64,6 +77,8 @@ def resize_posemb(
 
 
 def _reader(path: str, fmt: str) -> Callable[[str], Dict[str, np.ndarray]]:
+    if fmt == "auto" and hub.is_safetensors(path):
+        fmt = "safetensors"
     if fmt == "auto":
         fmt = "npz" if path.endswith(".npz") or _is_zip(path) else None
         if fmt is None:
@@ -158,12 +173,13 @@ def load_pretrained(
     checkpoint's size (fresh if another size, dropped if none).
 
     Args:
-      path: checkpoint file.
+      path: checkpoint: an `.npz` file, a `.safetensors` file (timm, transformers or ours), a folder
+        holding one, or `hf://ORG/NAME[@REV]` in the local Hugging Face cache (`weights.hub`).
       model: the model to fine-tune, of any family (`vit`, `hybrid`: the position table resized
         to its token grid; `resnet`: no position table; a released BiT file needs
         `layout="bit_paper"`).
       image_shape: (height, width) or (height, width, channels) of the fine-tuning images.
-      fmt: "auto" (by file name/content) or a key of `READERS` ("npz").
+      fmt: "auto" (by file name/content) or a key of `READERS` ("npz", "safetensors").
       skip_head: replace the head (fine-tuning on new classes); False loads it too (shapes must match).
       method: position-table interpolation, "bilinear" or "bicubic".
       ckpt_grid: the checkpoint's patch grid, needed only when it is not square.
@@ -186,7 +202,11 @@ def load_pretrained(
     images = jnp.zeros((1, height, width, channels), jnp.float32)
     target = jax.eval_shape(model.init, jax.random.PRNGKey(seed), images)["params"]
     grid = token_grid(model, height, width)
-    raw = _reader(path, fmt)(path)
+    reader = _reader(path, fmt)
+    if reader is READERS["safetensors"]:  # a timm config may not tell the heads: the model's
+        raw = _safetensors_flat(safetensors_ckpt.load(path, getattr(model, "num_heads", None)))
+    else:
+        raw = reader(path)
     _check_bit(raw, model, path)
     flat = npz.canonical(raw, path)
     warning = gelu_mismatch(raw, model, path) if gelu_check else None
