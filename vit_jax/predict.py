@@ -5,6 +5,11 @@
   python -m vit_jax.predict --checkpoint=model.npz --config=configs/quickstart.py digit.png
   python -m vit_jax.predict --workdir=/tmp/run --attention_map=map.png digit.png
   python -m vit_jax.predict --workdir=/tmp/run --export_npz=model.npz    # e.g. for timm
+  python -m vit_jax.predict --checkpoint=hf://timm/vit_small_patch16_224.augreg_in21k cat.jpg
+  python -m vit_jax.predict --workdir=/tmp/run --export=out/model.safetensors --layout=timm
+
+A `.safetensors` checkpoint (timm, transformers or ours; a file, a folder holding one, or hf://ORG/NAME
+in the local Hugging Face cache, offline) brings its own model, image size and preprocessing.
 
 Images get the eval preprocessing of the run's config, so predictions match evaluation. Errors (a
 missing run, checkpoint or image, an unreadable image) print one line (`error: ...`) and exit with 2.
@@ -34,7 +39,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "A training run's directory; its latest checkpoint is used.", flag_values=FLAGS
 )
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "An Orbax step directory (WORKDIR/checkpoints/N) or an exported .npz file.",
+    "checkpoint", None,
+    "An Orbax step directory (WORKDIR/checkpoints/N), an exported .npz, a .safetensors file or "
+    "folder, or hf://ORG/NAME[@REV] (the local Hugging Face cache).",
     flag_values=FLAGS,
 )  # fmt: skip
 _TOP_K = flags.DEFINE_integer(
@@ -52,6 +59,15 @@ _ATTENTION_MAP = flags.DEFINE_string(
 )  # fmt: skip
 _EXPORT_NPZ = flags.DEFINE_string(
     "export_npz", None, "Write the run's params to this .npz (vit_jax layout, read by timm).",
+    flag_values=FLAGS,
+)  # fmt: skip
+
+_EXPORT = flags.DEFINE_string(
+    "export", None, "Write the params to this .safetensors file, with config.json beside it.",
+    flag_values=FLAGS,
+)  # fmt: skip
+_LAYOUT = flags.DEFINE_enum(
+    "layout", "timm", ["timm", "transformers", "vit_jax"], "Parameter names of --export.",
     flag_values=FLAGS,
 )  # fmt: skip
 
@@ -86,8 +102,12 @@ def _parse_and_run(argv: Sequence[str]) -> None:
 def _run(images: List[str]) -> None:
     if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
         raise UsageError("give exactly one of --workdir=DIR or --checkpoint=PATH")
-    if not (images or _SPLIT.value or _EXPORT_NPZ.value):
-        raise UsageError("nothing to do: give image files, --split=NAME or --export_npz=PATH")
+    if not (images or _SPLIT.value or _EXPORT_NPZ.value or _EXPORT.value):
+        raise UsageError(
+            "nothing to do: give image files, --split=NAME or --export_npz=PATH / --export=PATH"
+        )
+    if _EXPORT.value and not _EXPORT.value.endswith(".safetensors"):
+        raise UsageError(f"--export={_EXPORT.value}: name a .safetensors file (--export_npz: .npz)")
     if _ATTENTION_MAP.value and len(images) != 1:
         raise UsageError(f"--attention_map takes exactly one image file, got {len(images)}")
     for path in images:  # before the (slow) model load
@@ -97,6 +117,7 @@ def _run(images: List[str]) -> None:
             raise FileNotFoundError(f"image file {path} does not exist")
     for flag, value in (
         ("--export_npz", _EXPORT_NPZ.value),
+        ("--export", _EXPORT.value),
         ("--attention_map", _ATTENTION_MAP.value),
     ):
         if value:
@@ -126,10 +147,30 @@ def _run(images: List[str]) -> None:
                 f"warning: timm cannot load this model exactly: {'; '.join(problems)}",
                 file=sys.stderr,
             )
+    if _EXPORT.value:
+        _export(model, variables, config, class_names)
     if images:
         _predict(model, variables, config, class_names, images)
     if _SPLIT.value:
         _evaluate(model, variables, config, _SPLIT.value)
+
+
+def _export(model, variables, config, class_names) -> None:
+    """--export: safetensors in --layout, config.json beside it; one line if the target cannot."""
+    from vit_jax.weights import safetensors_ckpt  # noqa: PLC0415
+
+    aug = config.aug
+    try:
+        written, _ = safetensors_ckpt.export(
+            variables["params"], model, _EXPORT.value, layout=_LAYOUT.value,
+            image_size=config.image_size, labels=class_names, mean=aug.mean, std=aug.std,
+            crop_pct=aug.eval_crop_pct, interpolation=aug.get("eval_interpolation", "bilinear"),
+        )  # fmt: skip
+    except ValueError as e:
+        raise UsageError(
+            f"--export --layout={_LAYOUT.value}: {e}; --layout=vit_jax keeps it all"
+        ) from None
+    print(f"wrote {written} ({_LAYOUT.value} layout) and config.json beside it")
 
 
 def _predict(model, variables, config, class_names, paths: List[str]) -> None:

@@ -124,9 +124,15 @@ def base_config(model_name: str = "vit") -> ml_collections.ConfigDict:
 
     # Fine-tuning (vit_jax/weights/finetune.py). gelu_check: one warning line when the checkpoint's
     # GELU differs from model.gelu_approximate (Google's/big_vision's weights: tanh); False: deliberate.
+    # path: .npz, .safetensors (timm, transformers, ours), a folder holding one, or hf://ORG/NAME
+    # (local hub cache); from_checkpoint: a .safetensors checkpoint's config.json sets config.model
+    # and the eval preprocessing (vit_jax/config/from_checkpoint.py); False: the config's own.
     c.init_from = ml_collections.ConfigDict(
-        dict(path="", format="auto", posemb_resize="bilinear", skip_head=True, gelu_check=True)
-    )
+        dict(
+            path="", format="auto", posemb_resize="bilinear", skip_head=True, gelu_check=True,
+            from_checkpoint=True,
+        )
+    )  # fmt: skip
 
     # Distillation from a frozen teacher (DeiT; vit_jax/train/distill.py):
     # loss = (1 - alpha)·CE(student, labels) + alpha·distill. kind: none | soft (tau²·KL of the

@@ -28,6 +28,8 @@ class AugConfig:
       std: per-channel std dividing them; the defaults map [0, 1] to [-1, 1] like the original ViT.
       eval_crop_pct: eval resizes the shorter side to image_size / eval_crop_pct and takes the
         central square; 1.0 (the default, right for small images) is a plain resize.
+      eval_interpolation: "bilinear" or "bicubic" resize of eval images (antialiased); timm's
+        checkpoints say bicubic (`vit_jax.config.from_checkpoint`).
     """
 
     crop_area_min: float = 0.08
@@ -41,6 +43,7 @@ class AugConfig:
     mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     eval_crop_pct: float = 1.0
+    eval_interpolation: str = "bilinear"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,3 +159,10 @@ def _validate(cfg: DataConfig) -> None:
         "three means and three positive stds",
     )
     _check(0 < aug.eval_crop_pct <= 1, "aug.eval_crop_pct", aug.eval_crop_pct, "in (0, 1]")
+    interpolation = aug.eval_interpolation
+    _check(
+        interpolation in ("bilinear", "bicubic"),
+        "aug.eval_interpolation",
+        interpolation,
+        "bilinear or bicubic",
+    )

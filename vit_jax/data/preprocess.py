@@ -62,20 +62,20 @@ def decode_and_random_crop(data, seed, area, aspect):
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
-def resize(image, size: int):
-    """float32 [size, size, 3] in [0, 255]; antialiased bilinear, so downscaling doesn't alias."""
-    image = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+def resize(image, size: int, method: str = "bilinear"):
+    """float32 [size, size, 3] in [0, 255]; antialiased (bilinear default), so downscaling doesn't alias."""
+    image = tf.image.resize(image, [size, size], method=method, antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def resize_central_crop(image, size: int, crop_pct: float):
+def resize_central_crop(image, size: int, crop_pct: float, method: str = "bilinear"):
     """Resizes the shorter side to size / crop_pct, then takes the central size x size square."""
     if crop_pct == 1.0:
-        return resize(image, size)
+        return resize(image, size, method)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = size / crop_pct / tf.reduce_min(shape)
     new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
-    image = tf.image.resize(image, new_shape, method="bilinear", antialias=True)
+    image = tf.image.resize(image, new_shape, method=method, antialias=True)
     top, left = (new_shape[0] - size) // 2, (new_shape[1] - size) // 2
     return tf.clip_by_value(image[top : top + size, left : left + size], 0.0, 255.0)
 
@@ -113,5 +113,5 @@ def train_image(data, seed, size: int, aug: AugConfig):
 
 def eval_image(data, size: int, aug: AugConfig):
     """One deterministic eval image: resize (and central crop), normalise -> [size, size, 3]."""
-    image = resize_central_crop(decode(data), size, aug.eval_crop_pct)
+    image = resize_central_crop(decode(data), size, aug.eval_crop_pct, aug.eval_interpolation)
     return normalize(image, aug.mean, aug.std)

@@ -30,6 +30,16 @@ SIZES: Dict[str, Tuple[int, int, int, int]] = {
     "H": (1280, 32, 5120, 16),
     "g": (1408, 40, 6144, 16),
     "G": (1664, 48, 8192, 16),
+    # big_vision's models/vit.py decode_variant: shape-optimised SigLIP towers ("Getting ViT in
+    # Shape", Alabdulmohsin et al. 2023), its micro test size and the optimised g/G, and 'e'.
+    "mu": (32, 1, 128, 2),
+    "So400m": (1152, 27, 4304, 16),
+    "g-opt": (1536, 40, 6144, 16),
+    "G-opt": (1536, 48, 8192, 16),
+    "e": (1792, 56, 15360, 16),
+    # timm's vit_so150m_* / vit_so150m2_* (SigLIP-2 era; mlp_ratio 2.572 and 34/13 rounded down)
+    "So150m": (896, 18, 2304, 14),
+    "So150m2": (832, 21, 2176, 13),
 }
 
 SIZE_KEYS = ("patch_size", "hidden_size", "depth", "mlp_dim", "num_heads")

@@ -22,7 +22,7 @@ from vit_jax.data.core import DataError
 from vit_jax.models import scan
 from vit_jax.train import checkpoint
 from vit_jax.train.checkpoint import CheckpointError
-from vit_jax.weights import npz
+from vit_jax.weights import hub, npz
 
 
 def load_run(workdir_or_checkpoint: str, config=None):
@@ -43,6 +43,8 @@ def load_run(workdir_or_checkpoint: str, config=None):
         not fit the config's model (one line naming every difference).
     """
     path = workdir_or_checkpoint.rstrip("/")
+    if hub.is_safetensors(path):
+        return _load_safetensors(path, config)
     if not files.exists(path):
         raise CheckpointError(f"{path} does not exist (expected a workdir, checkpoint or .npz)")
     if path.endswith(".npz") and files.isfile(path):
@@ -66,6 +68,30 @@ def load_run(workdir_or_checkpoint: str, config=None):
         # in the model's block layout (a checkpoint written before a resume with another model.scan)
         layout = scan.stack_blocks if getattr(model, "scan", False) else scan.unstack_blocks
         variables["batch_stats"] = layout(batch_stats)
+    if len(names) != num_classes:
+        names = tuple(str(i) for i in range(num_classes))
+    return model, variables, config, names
+
+
+def _load_safetensors(path: str, config=None):
+    """`load_run` of a timm / transformers / our `.safetensors` checkpoint (file, folder, `hf://`):
+    without `config`, the model, image size and preprocessing are the checkpoint's own."""
+    from vit_jax import config as config_lib  # noqa: PLC0415
+    from vit_jax.config import from_checkpoint  # noqa: PLC0415
+
+    heads = config.model.get("num_heads") if config is not None else None
+    ckpt = from_checkpoint.load(path, heads)
+    if config is None:
+        config = config_lib.base_config("vit")
+        from_checkpoint.apply(config, ckpt, image_size=True)
+    elif config.get("init_from", {}).get("from_checkpoint", True):
+        from_checkpoint.apply(config, ckpt)
+    params = npz.canonical(ckpt.flat, path)
+    head = params.get("head/kernel")
+    num_classes = head.shape[-1] if head is not None else 0
+    model = models.from_config(config.model, num_classes, "vit")
+    variables = {"params": _fit(model, config, params, path)}
+    names = tuple(ckpt.labels) if len(ckpt.labels) == num_classes else _class_names(config)
     if len(names) != num_classes:
         names = tuple(str(i) for i in range(num_classes))
     return model, variables, config, names

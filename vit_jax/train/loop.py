@@ -194,7 +194,12 @@ def train_and_evaluate(config, workdir: str, stop_at: Optional[int] = None) -> D
     `stop_at` ends the run after that step with a checkpoint, as a preemption would (for tests and
     for splitting a long run into jobs). Process 0 holds the workdir's lock meanwhile: a second
     run on the same workdir fails with one line (`vit_jax.train.workdir_lock`).
+    A timm/transformers `init_from.path` first sets the model and preprocessing it needs
+    (`vit_jax.config.from_checkpoint`).
     """
+    from vit_jax.config import from_checkpoint  # noqa: PLC0415
+
+    from_checkpoint.apply_to_training(config)
     validate(config)
     if jax.process_index() == 0:
         preflight.check_writable(workdir)  # one line for a read-only workdir, before anything

@@ -1,6 +1,8 @@
 """Model weights in and out of files: Google's released `.npz` checkpoints (three layouts) ↔ our
-parameter tree (`npz.py`), fine-tuning initialisation from them (`finetune.py`) and FlexiViT's resize
-of the patch embedding to another patch size (`flexi.py`).
+parameter tree (`npz.py`), timm / transformers / our `.safetensors` checkpoints (`safetensors_ckpt.py`,
+names in `timm_layout.py` and `hf_layout.py`, `hf://` in the local hub cache in `hub.py`), fine-tuning
+initialisation from them (`finetune.py`) and FlexiViT's resize of the patch embedding to another patch
+size (`flexi.py`).
 
 Imports `common` and `models` (position-table resizing); never `train`, `config` or `data`.
 """

@@ -234,6 +234,7 @@ def problems(model, layout: str) -> List[str]:
 def export(
     params, model, path: str, *, layout: str, image_size: int, labels: Sequence[str] = (),
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct: float = 1.0,
+    interpolation: str = "bilinear",
 ) -> Tuple[str, List[str]]:  # fmt: skip
     """Writes `params` to `path` in `layout` and `config.json` (transformers: also
     `preprocessor_config.json`) beside it; returns (path, what the target cannot reproduce)."""
@@ -247,7 +248,7 @@ def export(
         str(i) for i in range(flat["head/bias"].shape[0] if "head/bias" in flat else 0)
     ]
     pre = dict(image_size=int(image_size), mean=tuple(mean), std=tuple(std), crop_pct=float(crop_pct),
-               interpolation="bilinear")  # fmt: skip
+               interpolation=interpolation)  # fmt: skip
     gelu = "tanh" if getattr(model, "gelu_approximate", False) else "exact"
     extra = {}
     if layout == "timm" and not bad:
@@ -258,14 +259,16 @@ def export(
             num_features=model.hidden_size, global_pool=args["global_pool"], model_args=args,
             label_names=labels,
             pretrained_cfg=dict(input_size=[3, image_size, image_size], mean=list(mean), std=list(std),
-                                crop_pct=crop_pct, interpolation="bilinear", crop_mode="center",
+                                crop_pct=crop_pct, interpolation=interpolation, crop_mode="center",
                                 num_classes=args["num_classes"], classifier="head",
                                 first_conv="patch_embed.proj", fixed_input_size=True),
         )  # fmt: skip
     elif layout == "transformers" and not bad:
         flat = hf_layout.to_hf(flat, prefix_posemb)
         cfg = hf_layout.config_json(model, image_size, labels, bad)
-        extra["preprocessor_config.json"] = hf_layout.preprocessor_json(image_size, mean, std)
+        extra["preprocessor_config.json"] = hf_layout.preprocessor_json(
+            image_size, mean, std, interpolation
+        )
     elif layout == "vit_jax":
         options = {k: _jsonable(getattr(model, k)) for k in _OPTIONS if hasattr(model, k)}
         cfg = {OURS_KEY: dict(model=options, preprocess=pre, labels=labels, gelu=gelu)}
