@@ -6,6 +6,8 @@
   python -m vit_jax.evaluate --workdir=/tmp/run --add=fewshot,knn    # frozen-representation metrics
   python -m vit_jax.evaluate --workdir=/tmp/run --config=configs/quickstart.py \
       --config.evals.test_24px.image_size=24         # other evaluators for the same model
+  python -m vit_jax.evaluate --checkpoint=hf://timm/vit_small_patch16_224.augreg_in21k \
+      --config=configs/finetune.py:cifar10              # weights without a run: the config's data
 
 The run's `config.json` is used unless --config is given (its model must be the run's). Results are
 printed and appended to WORKDIR/eval_only.jsonl. Errors print one line (`error: ...`), exit status 2.
@@ -28,6 +30,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file with the evaluators (default: the run's config.json)."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None,
+    "Weights without a run (with --config): .npz, .safetensors, a folder holding one, or hf://ORG/NAME.",
+)  # fmt: skip
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the run's best checkpoint (keep_best).")
 _EVALS = flags.DEFINE_list("evals", [], "Evaluator names to run (default: all).")
@@ -36,6 +42,7 @@ _ADD = flags.DEFINE_list(
 )
 _USAGE = (
     "usage: --workdir=DIR [--step=N | --best] [--evals=a,b] [--add=fewshot,knn] [--config=FILE]"
+    " | --checkpoint=PATH --config=FILE [--evals=a,b]"
 )
 
 
@@ -52,6 +59,8 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         errors.fail(f"unexpected arguments {argv[1:]} ({_USAGE})")
+    if _CHECKPOINT.value:
+        return _evaluate_weights(_CHECKPOINT.value)
     if not _WORKDIR.value or not files.isdir(_WORKDIR.value):
         errors.fail(f"--workdir must be a training run's directory, got {_WORKDIR.value!r}")
     if _BEST.value and _STEP.value is not None:
@@ -78,6 +87,29 @@ def main(argv) -> None:
         )
     for name, metrics in results.items():
         print(evaluators.describe(step, name, metrics), flush=True)
+
+
+def _evaluate_weights(path: str) -> None:
+    """--checkpoint: the config's evaluators on weights that are not a run's (a timm / transformers
+    checkpoint brings its model and preprocessing, `vit_jax.config.from_checkpoint`)."""
+    if _WORKDIR.value or _STEP.value is not None or _BEST.value:
+        errors.fail("--checkpoint evaluates weights without a run: drop --workdir/--step/--best")
+    if _CONFIG.value is None:
+        errors.fail(f"--checkpoint={path} needs --config=FILE for the dataset and evaluators")
+    config = _CONFIG.value
+    config.model.kernels, config.model.attn_impl = "auto", "auto"
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    with errors.boundary():
+        cli.prepare_process(config)
+        model, variables, config, _ = inference.load_run(path, config)
+        context = evaluators.Context(model, put=lambda batch: batch, loss=config.loss)
+        results = {
+            ev.name: ev.run(context, variables)
+            for ev in evaluators.from_config(config, _EVALS.value)
+        }
+    for name, metrics in results.items():
+        print(evaluators.describe(0, name, metrics), flush=True)
 
 
 def run() -> None:

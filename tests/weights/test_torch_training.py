@@ -3,6 +3,8 @@ from the checkpoint (`vit_jax.config.from_checkpoint`), offline from a hub-cache
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import optax
@@ -79,6 +81,20 @@ def test_fine_tune_then_predict_and_export_offline(hub_cache, tmp_path, capsys):
     cfg = json.load(open(tmp_path / "export" / "config.json"))
     assert cfg["model_args"]["global_pool"] == "avg" and cfg["model_args"]["reg_tokens"] == 2
     assert cfg["pretrained_cfg"]["mean"] == [0.485, 0.456, 0.406] and cfg["num_classes"] == 10
+    # evaluate the export without the run: its config.json brings the model and preprocessing
+    # (timm's mean/std, crop 0.875, bicubic), so the metrics are the training run's own
+    cfg_file = tmp_path / "eval_config.py"
+    cfg_file.write_text(
+        "from vit_jax.config import base_config\n\n\ndef get_config():\n    c = base_config()\n"
+        "    c.dataset, c.image_size, c.eval_batch_size = 'digits', 16, 120\n    return c\n"
+    )
+    cmd = [sys.executable, "-m", "vit_jax.evaluate", f"--checkpoint={out}", f"--config={cfg_file}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        f"top-1 {result['top1']:.4f}" in proc.stdout and f"loss {result['loss']:.4f}" in proc.stdout
+    )
+    assert "aug.eval_interpolation=bicubic" in proc.stderr
     digit = os.path.join(ROOT, "tests", "fixtures", "digit.png")
     capsys.readouterr()
     assert predict.main(["predict", "--checkpoint=hf://google/tiny_vit", digit, "--top_k=1"]) == 0
