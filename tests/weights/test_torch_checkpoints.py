@@ -114,6 +114,14 @@ def test_export_names_what_the_target_cannot_compute(tmp_path):
         )
 
 
+def test_the_npz_export_warns_that_timm_skips_fc_norm():
+    model = vit_jax.create_model("Ti/4", 3, pool="gap_norm", final_norm=False)
+    assert npz.timm_incompatibilities(model) == [
+        "pool='gap_norm' (timm's .npz reader skips fc_norm; use --export)"
+    ]
+    assert safetensors_ckpt.problems(model, "timm") == []
+
+
 def test_unknown_timm_keys_are_one_line(tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(os.path.join(FIXTURES, "timm_token"), folder)

@@ -383,6 +383,8 @@ def timm_incompatibilities(model) -> List[str]:
         problems.append("qk_norm=True (timm's loader skips the q/k norms)")
     if model.representation_size:
         problems.append("representation_size (timm has no tanh pre-logits layer)")
+    if model.pool == "gap_norm":
+        problems.append("pool='gap_norm' (timm's .npz reader skips fc_norm; use --export)")
     if model.pool == "gap" and not model.final_norm:
         problems.append("pool='gap' with final_norm=False (timm normalises the pooled vector)")
     if model.gelu_approximate:
