@@ -114,6 +114,26 @@ def test_export_names_what_the_target_cannot_compute(tmp_path):
         )
 
 
+def test_a_hub_config_without_num_heads_takes_the_models(tmp_path):
+    """timm's hub config.json names the architecture and few model_args (img_size as [h, w]); the
+    heads then come from the architecture name or the model being loaded."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(os.path.join(FIXTURES, "timm_token"), folder)
+    cfg = json.load(open(folder / "config.json"))
+    cfg["architecture"], cfg["model_args"] = (
+        "vit_custom_patch4_16",
+        dict(num_classes=5, img_size=[16, 16]),
+    )
+    json.dump(cfg, open(folder / "config.json", "w"))
+    with pytest.raises(ValueError, match="cannot tell the number of heads"):
+        safetensors_ckpt.load(str(folder))
+    assert safetensors_ckpt.load(str(folder), num_heads=2).model["prefix_posemb"] is True
+    expected = np.load(folder / "expected.npz")
+    model = vit_jax.create_model(None, 5, **safetensors_ckpt.load(str(folder), num_heads=2).model)
+    params = finetune.load_pretrained(str(folder), model, (16, 16), skip_head=False)
+    assert _rel(_logits(model, params, expected["input"]), expected["logits"]) < 1e-5
+
+
 def test_the_npz_export_warns_that_timm_skips_fc_norm():
     model = vit_jax.create_model("Ti/4", 3, pool="gap_norm", final_norm=False)
     assert npz.timm_incompatibilities(model) == [

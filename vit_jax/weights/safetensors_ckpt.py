@@ -32,8 +32,14 @@ OURS_KEY = "vit_jax"  # config.json of our own layout: {"vit_jax": {model option
 # timm architecture names → heads (the one size option a state dict's shapes do not tell).
 _TIMM_HEADS = {
     "tiny": 3, "small": 6, "medium": 8, "base": 12, "large": 16, "huge": 16, "giant": 16,
-    "gigantic": 16, "so400m": 16, "so150m": 14, "so150m2": 13,
+    "gigantic": 16, "so400m": 16, "so150m": 14, "so150m2": 13, "giantopt": 16,
 }  # fmt: skip
+# timm architectures whose GELU is the tanh approximation (act_layer='gelu_tanh': SigLIP 2 ports),
+# for hub config.json files without model_args.
+_TIMM_TANH = re.compile(
+    r"^vit_(base_patch32_siglip(_gap)?_256|large_patch16_siglip(_gap)?_512|"
+    r"so400m_patch16_siglip(_gap)?_(256|384|512)|giantopt_patch16_siglip(_gap)?_(256|384))\b"
+)
 
 
 @dataclasses.dataclass
@@ -159,7 +165,8 @@ def _load_timm(raw: Flat, cfg: Dict[str, Any], hint: Optional[int], source: str)
     ours_pool = {"token": "token", "map": "map"}.get(
         pool, "gap_norm" if "fc_norm.weight" in raw else "gap"
     )
-    act = str(args.get("act_layer", "gelu"))
+    tanh = _TIMM_TANH.match(cfg.get("architecture", "").split(".")[0] + ".")
+    act = str(args.get("act_layer", "gelu_tanh" if tanh else "gelu"))
     model = dict(
         _sizes(flat, heads), pool=ours_pool, cls_token="cls_token" in raw,
         num_registers=int(raw["reg_token"].shape[1]) if "reg_token" in raw else 0,
@@ -168,7 +175,7 @@ def _load_timm(raw: Flat, cfg: Dict[str, Any], hint: Optional[int], source: str)
         final_norm="norm.weight" in raw, gelu_approximate=act in ("gelu_tanh", "gelu_pytorch_tanh"),
         prefix_posemb=not no_embed, representation_size=None,
     )  # fmt: skip
-    size = pre_cfg.get("input_size") or [3, args.get("img_size", 224)] * 2
+    size = pre_cfg.get("input_size") or [3, _img_size(args) or 224]
     pre = dict(image_size=int(size[-1]), crop_pct=float(pre_cfg.get("crop_pct", 1.0)),
                interpolation=pre_cfg.get("interpolation", "bicubic"))  # fmt: skip
     for key in ("mean", "std"):
@@ -180,12 +187,18 @@ def _load_timm(raw: Flat, cfg: Dict[str, Any], hint: Optional[int], source: str)
     )
 
 
+def _img_size(args: Dict[str, Any]) -> Optional[int]:
+    """model_args' img_size: an int or timm's [height, width]."""
+    size = args.get("img_size")
+    return int(size[-1]) if isinstance(size, (list, tuple)) else size
+
+
 def _no_embed_class(raw: Flat, args: Dict[str, Any], pre_cfg: Dict[str, Any]) -> Optional[bool]:
     """Whether timm's `pos_embed` lacks the prefix rows: model_args say, else the grid of the
     config's input size, else None (`from_timm` picks the reading that leaves a square grid)."""
     if "no_embed_class" in args or "pos_embed" not in raw:
         return args.get("no_embed_class")
-    size = pre_cfg.get("input_size") or [args.get("img_size")]
+    size = pre_cfg.get("input_size") or [_img_size(args)]
     patch = raw["patch_embed.proj.weight"].shape[2:]
     if not size[-1]:
         return None
