@@ -21,7 +21,7 @@ def prepare_process(config) -> None:
     `config.json` records what ran)."""
     host_memory.keep_freed_memory()  # XLA:CPU step temporaries reused, not page-faulted afresh
     cpu_devices.split_for_config(config)
-    distributed.init_distributed(config.distributed)
+    distributed.init_distributed(config.distributed, config.distributed_timeout_s)
     config_lib.resolve_kernels(config)
 
 

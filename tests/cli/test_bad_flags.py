@@ -26,6 +26,7 @@ AT_LEAST_1 = (
     "shuffle_buffer", "model.hidden_size", "model.depth", "model.mlp_dim", "model.num_heads",
     "model.patch_size", "num_classes", "eval_batch_size",
     "data_threads", "model.rope_ref_grid", "rsqrt_timescale", "model.conv_layers",
+    "distributed_timeout_s",
     "model.conv_kernel",  # odd and >= 3, and only with tokenizer="conv" (models/tokenizers.py)
 )  # fmt: skip
 AT_LEAST_0 = (

@@ -73,25 +73,26 @@ def quiet_process() -> None:
 
 
 @contextlib.contextmanager
-def filtered_stderr(noise=NOISE) -> Iterator[None]:
-    """Runs the block with file descriptor 2 captured, then writes back every line that holds none
-    of `noise` (C++ code writes to the descriptor, past `sys.stderr`)."""
+def filtered_stderr(noise=NOISE, fd: int = 2) -> Iterator[None]:
+    """Runs the block with file descriptor `fd` (2: stderr) captured, then writes back every line
+    that holds none of `noise` (C++ code writes to the descriptor, past `sys.stderr`)."""
     if debugging():
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+        os.dup2(capture.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode(errors="replace").splitlines(keepends=True)
             kept = "".join(x for x in lines if not any(n in x for n in noise))
             if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
+                stream.write(kept)
+                stream.flush()

@@ -116,6 +116,9 @@ def base_config(model_name: str = "vit") -> ml_collections.ConfigDict:
     # Devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))  # -1: all remaining devices
     c.distributed = False  # call jax.distributed.initialize() (multi-host)
+    # Seconds to join at start, and after which a silent process counts as dead: every survivor
+    # then stops with one line (vit_jax/common/distributed.py).
+    c.distributed_timeout_s = 300
     # CPU only (vit_jax/common/cpu_devices.py): split the CPU into N XLA devices and train data parallel
     # across them (step +6-9% on 2 cores); -1: one per core (as many as divide the batch sizes);
     # 0: XLA's single device.

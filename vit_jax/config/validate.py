@@ -71,7 +71,9 @@ def check_values(config, num_devices: int = None) -> None:
     for key, choices in _CHOICES.items():
         if config[key] not in choices:
             raise ConfigError(f"config.{key}={config[key]!r} is not one of {', '.join(choices)}")
-    positive = ("lr", "total_steps", "batch_size", "image_size", "grad_accum_steps")
+    positive = (
+        "lr", "total_steps", "batch_size", "image_size", "grad_accum_steps", "distributed_timeout_s",
+    )  # fmt: skip
     for key in (*positive, "rsqrt_timescale"):
         if not config[key] > 0:
             raise ConfigError(f"config.{key}={config[key]} must be positive")

@@ -34,7 +34,7 @@ RESUMABLE_KEYS = (
     "async_checkpointing", "allow_config_change", "progress_bar", "prefetch", "eval_batch_size",
     "profile_steps",
     "nan_policy", "model.attn_impl", "model.kernels", "model.remat", "mesh.data", "mesh.fsdp",
-    "distributed", "cpu_devices", "best_metric", "model.scan", "model.remat_policy",
+    "distributed", "distributed_timeout_s", "cpu_devices", "best_metric", "model.scan", "model.remat_policy",
 )  # fmt: skip
 RESUMABLE_PREFIXES = ("evals.",)  # what a run measures does not change what it trains
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from vit_jax import evaluators, models
-from vit_jax.common import files
+from vit_jax.common import distributed, files
 from vit_jax.common.errors import Error
 from vit_jax.common.profiling import StepProfiler
 from vit_jax.config import ConfigError, validate
@@ -273,6 +273,7 @@ def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
         if start >= config.total_steps:  # finished (e.g. its final eval failed): evaluate again
             result = run_evaluators(evals, context, state, start, True, logger)
         for step in range(start + 1, config.total_steps + 1):
+            distributed.note_progress(step, files.join(workdir, "checkpoints"))
             state, metrics = profiler(
                 step, lambda s: step_fn(s, shd.to_global(next(batches), mesh)), state
             )
@@ -302,6 +303,10 @@ def _train(config, workdir: str, stop_at: Optional[int]) -> Dict[str, float]:
                     f"{why}: saved checkpoint at step {step}; rerun the same command to resume"
                 )
                 return {"stopped_at": step}
+    except Exception as e:  # a lost process (multi-host): one line, exit now (common/distributed)
+        if distributed.is_peer_failure(e):
+            distributed.exit_peer_lost(str(e))
+        raise
     finally:
         guard.restore()
         profiler.close()
