@@ -44,6 +44,17 @@ def test_fixture_logits_match_the_library(name):
     assert model.num_registers == (2 if name == "timm_avg" else 0)
 
 
+def test_transformers_layer_norm_eps_is_read():
+    """The fixture's config says layer_norm_eps=1e-2: our default 1e-6 would compute other logits."""
+    folder = os.path.join(FIXTURES, "hf_vit")
+    expected = np.load(os.path.join(folder, "expected.npz"))
+    ckpt = safetensors_ckpt.load(folder)
+    assert ckpt.model["norm_eps"] == 1e-2
+    model = vit_jax.create_model(None, 5, **dict(ckpt.model, norm_eps=1e-6))
+    params = finetune.load_pretrained(folder, model, (16, 16), skip_head=False)
+    assert _rel(_logits(model, params, expected["input"]), expected["logits"]) > 1e-3
+
+
 def test_resized_grid_matches_timms_resample():
     """16 px (4x4) weights on 24 px (6x6): our bilinear table resize = timm's resample_abs_pos_embed."""
     folder = os.path.join(FIXTURES, "timm_token")

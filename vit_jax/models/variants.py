@@ -120,6 +120,8 @@ def validate_options(opts: Dict[str, Any]) -> None:
             f"rope_coords={opts['rope_coords']!r} numbers the patches of a rotary scheme "
             f"({rotary}), not of posemb={opts['posemb']!r}; leave rope_coords='index'"
         )
+    if not opts["norm_eps"] > 0:
+        raise ValueError(f"norm_eps={opts['norm_eps']!r} must be > 0 (LayerNorm's epsilon)")
     if not isinstance(opts["num_registers"], int) or opts["num_registers"] < 0:
         raise ValueError(f"num_registers={opts['num_registers']!r} must be an int >= 0")
     width, heads = opts["hidden_size"], opts["num_heads"]

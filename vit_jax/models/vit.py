@@ -58,10 +58,11 @@ class Encoder1DBlock(nn.Module):
     dtype: Any
     param_dtype: Any
     lsa: bool = False  # Locality Self-Attention in the attention layer
+    norm_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, drop_path=None):
-        norm = functools.partial(NORMS.get(self.norm), kernels=self.kernels)
+        norm = functools.partial(NORMS.get(self.norm), kernels=self.kernels, epsilon=self.norm_eps)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         pre = self.norm_placement == "pre"
 
@@ -166,7 +167,9 @@ class Encoder(nn.Module):
             self.sow("intermediates", f"block_{i}", x)
         if self.final_norm:
             norm = NORMS.get(self.block["norm"])
-            x = norm(train=train, kernels=self.block["kernels"], name="encoder_norm", **kw)(x)
+            eps = self.block.get("norm_eps", 1e-6)
+            kernels = self.block["kernels"]
+            x = norm(train=train, kernels=kernels, name="encoder_norm", epsilon=eps, **kw)(x)
         return x
 
 
@@ -224,6 +227,7 @@ class VisionTransformer(nn.Module):
     conv_kernel: int = 3  # tokenizer="conv": their kernel side
     lsa: bool = False  # learned softmax temperature, no attention to itself (Lee et al. 2021)
     distill_token: bool = False  # DeiT's distillation token and head (see the class docstring)
+    norm_eps: float = 1e-6  # the blocks' and final norm's epsilon (transformers' ViT: 1e-12)
 
     @property
     def compute_dtype(self):
@@ -291,6 +295,7 @@ class VisionTransformer(nn.Module):
             kernels=self.kernels,
             gelu_approximate=self.gelu_approximate,
             lsa=self.lsa,
+            norm_eps=self.norm_eps,
         )
         registers = None
         if self.num_registers:

@@ -164,6 +164,7 @@ def model_options(cfg: Dict[str, Any]) -> Dict[str, Any]:
         hidden_size=int(cfg["hidden_size"]), depth=int(cfg["num_hidden_layers"]),
         num_heads=int(cfg["num_attention_heads"]), mlp_dim=int(cfg["intermediate_size"]),
         patch_size=(patch, patch), pool="token", gelu_approximate=act != "gelu",
+        norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
     )  # fmt: skip
 
 
@@ -192,7 +193,7 @@ def config_json(
         hidden_size=model.hidden_size, num_hidden_layers=model.depth,
         num_attention_heads=model.num_heads, intermediate_size=model.mlp_dim,
         hidden_act="gelu_pytorch_tanh" if model.gelu_approximate else "gelu",
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-6,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=model.norm_eps,
         image_size=int(image_size), patch_size=int(model.patch_size[0]), num_channels=3,
         qkv_bias=True, encoder_stride=int(model.patch_size[0]),
         id2label={str(i): n for i, n in enumerate(labels)},

@@ -299,6 +299,7 @@ _OPTIONS = (
     "hidden_size", "depth", "mlp_dim", "num_heads", "patch_size", "posemb", "pool", "cls_token",
     "norm", "norm_placement", "final_norm", "layer_scale", "qk_norm", "representation_size",
     "gelu_approximate", "num_registers", "prefix_posemb", "head", "head_bias", "distill_token",
+    "norm_eps",
 )  # fmt: skip
 
 

@@ -283,4 +283,6 @@ def problems(model) -> List[str]:
         out.append(f"patch_size={tuple(model.patch_size)} (timm here: square patches)")
     if not model.head_bias:
         out.append("head_bias=False (timm's head has a bias)")
+    if model.norm_eps != 1e-6:
+        out.append(f"norm_eps={model.norm_eps} (timm's ViT: 1e-6)")
     return out
