@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from vit_jax.data import splits
+from vit_jax.data import splits, video
 from vit_jax.data._tf import tf
 from vit_jax.data.core import DataError, DatasetInfo, SourceOptions, first_line
 from vit_jax.data.mix import mix_batch
@@ -107,7 +107,8 @@ def train_dataset(cfg: DataConfig, source: Source, placement: Placement, start_s
     def example(record):
         k = record["k"]
         position = k // b * placement.global_batch + i * b + k % b
-        image = train_image(record["image"], tf.stack([seed, position]), cfg.image_size, cfg.aug)
+        prep = video.train_clip if video.is_clip(record["image"]) else train_image
+        image = prep(record["image"], tf.stack([seed, position]), cfg.image_size, cfg.aug)
         return {"image": image, "label": record["label"], "position": position}
 
     def mix(batch):
@@ -150,8 +151,9 @@ def eval_dataset(cfg: DataConfig, source: Source, placement: Placement):
     lo, hi = splits.shard_range(n, *placement.shard)
     num_batches = math.ceil(math.ceil(n / count) / b)
     own = math.ceil((hi - lo) / b)
+    frames = [source.num_frames] if getattr(source, "num_frames", None) else []  # clips
     blank = {
-        "image": tf.zeros([0, cfg.image_size, cfg.image_size, 3]),
+        "image": tf.zeros([0, *frames, cfg.image_size, cfg.image_size, 3]),
         "label": tf.zeros([0, n_classes] if source.info.multi_label else [0], tf.int32),
         "index": tf.zeros([0], tf.int64),
     }
@@ -159,7 +161,8 @@ def eval_dataset(cfg: DataConfig, source: Source, placement: Placement):
     if hi > lo:
 
         def example(record):
-            image = eval_image(record["image"], cfg.image_size, cfg.aug)
+            prep = video.eval_clip if video.is_clip(record["image"]) else eval_image
+            image = prep(record["image"], cfg.image_size, cfg.aug)
             return {"image": image, "label": record["label"], "index": record["id"]}
 
         records = source.eval_records(placement.shard).map(example, tf.data.AUTOTUNE)

@@ -3,6 +3,7 @@
   "digits"          scikit-learn's bundled 8x8 handwritten digits, offline (`digits.py`).
   "folder:PATH"     an ImageFolder tree PATH/<split>/<class>/*.jpg|png, or a .tar.gz of one.
   "tfds:NAME"       any tensorflow-datasets dataset, e.g. "tfds:cifar10", "tfds:imagenet2012".
+  "moving_digits:TASK"  offline clips [8, 16, 16, 3] of moving digits, TASK digits or direction.
   "...?classes=0-4" some classes only, relabelled 0..k-1 (`classes.py`; digits and folder:).
 
 A source holds one split and hands the pipeline un-augmented records: dicts with "image" (encoded
@@ -15,13 +16,14 @@ from typing import Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 from vit_jax.common.registry import Registry
-from vit_jax.data import digits, folder, tfds_source
+from vit_jax.data import digits, folder, moving_digits, tfds_source
 from vit_jax.data.classes import parse_dataset, select_classes
 from vit_jax.data.core import DataError, DatasetInfo, Shard, SourceOptions
 
 SOURCES = Registry("dataset source")
 SOURCES.register("digits")(digits.open_digits)
 SOURCES.register("folder")(folder.open_folder)
+SOURCES.register("moving_digits")(moving_digits.open_moving_digits)
 SOURCES.register("tfds")(tfds_source.open_tfds)
 
 
@@ -66,7 +68,9 @@ def open_source(dataset: str, split: str, options: Optional[SourceOptions] = Non
     base, classes = parse_dataset(dataset)
     scheme, _, arg = base.partition(":")
     if scheme not in SOURCES:
-        raise DataError(f"unknown dataset {dataset!r}; use digits, folder:PATH or tfds:NAME")
+        raise DataError(
+            f"unknown dataset {dataset!r}; use digits, folder:PATH, tfds:NAME or moving_digits:TASK"
+        )
     if classes and scheme == "tfds":
         raise DataError(f"{dataset}: ?classes= works for digits and folder: datasets, not tfds:")
     source = SOURCES.get(scheme)(arg, split, options or SourceOptions())

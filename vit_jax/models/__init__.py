@@ -7,6 +7,8 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   resnet.py     the `resnet` family: BiT ResNets (both of big_vision's layouts), CIFAR ResNets
   tokenizers.py TOKENIZERS registry of the ViT: patch, conv (CCT), spt (shifted patches)
   hybrid.py     the `hybrid` family: the ViT paper's ResNet stem + ViT encoder ("R50+B/16")
+  vivit.py      the `vivit` family: clips/volumes [B, T, H, W, C], tubelets, ViViT's encoders
+  posemb3d.py   POSEMB3D registry (vivit): none, learn, learn_sep, sincos3d, rope3d
   vit.py        VisionTransformer → Encoder → Encoder1DBlock; `get_features`
   attention.py  multi-head self-attention (naive / XLA / cuDNN / manual kernel)
   layers.py     MlpBlock, DropPath, LayerScale
@@ -17,7 +19,13 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   heads.py      HEADS registry: classification, regression
 """
 
-from vit_jax.models import hybrid, relative, resnet  # noqa: F401  (register families, schemes)
+from vit_jax.models import (  # noqa: F401  (register families, schemes)
+    hybrid,
+    posemb3d,
+    relative,
+    resnet,
+    vivit,
+)
 from vit_jax.models.families import (
     FAMILIES,
     Family,

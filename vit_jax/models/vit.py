@@ -116,6 +116,7 @@ class Encoder(nn.Module):
     rope_options: Optional[Dict[str, Any]] = None  # coords, ref_grid of a rotary scheme
     remat_policy: str = "full"
     scan: bool = False
+    block_cls: Any = None  # the block module (default Encoder1DBlock; vivit's factorised block)
 
     @nn.compact
     def __call__(self, x, grid: Grid, num_prefix: int, train: bool = False, registers=None):
@@ -136,7 +137,7 @@ class Encoder(nn.Module):
             num_prefix += registers.shape[1]
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
-        block = Encoder1DBlock
+        block = self.block_cls or Encoder1DBlock
         if self.remat:  # inside scan, CSE cannot merge the recomputation with the forward pass
             policy = REMAT_POLICIES[self.remat_policy]
             block = nn.remat(

@@ -54,7 +54,8 @@ def build(config, num_classes: int, mesh):
     """Model, optimizer, schedule, abstract state and its shardings."""
     model = models.from_config(config.model, num_classes, config.model_name)
     schedule = make_schedule(config)
-    image_shape = (1, config.image_size, config.image_size, 3)
+    frames = (model.num_frames,) if config.model_name == "vivit" else ()  # clips [B, T, H, W, C]
+    image_shape = (1, *frames, config.image_size, config.image_size, 3)
     params_shape = jax.eval_shape(
         model.init, jax.random.PRNGKey(0), np.zeros(image_shape, np.float32)
     )
