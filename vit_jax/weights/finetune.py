@@ -161,8 +161,12 @@ def load_pretrained(
     resize_patch: bool = True,
     seed: int = 0,
     gelu_check: bool = True,
+    inflate_how: str = "repeat",
 ) -> Dict[str, Any]:
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
+
+    A `vivit` model is inflated from an image checkpoint (`vit_jax.weights.inflate`; `inflate_how`:
+    "repeat" or "central_frame"); `image_shape` is then the frames' (height, width).
 
     Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads, released BiT
     ResNets included) and learned position tables are interpolated to the new token grid. A
@@ -197,6 +201,14 @@ def load_pretrained(
       ValueError: unreadable file, or a checkpoint that does not match the model (one message
         listing every difference).
     """
+    if hasattr(model, "tubelet_size"):  # a vivit model: inflate the image checkpoint
+        from vit_jax.weights import inflate  # noqa: PLC0415  (it calls back into this module)
+
+        return inflate.load_inflated(
+            path, model, image_shape, inflate_how=inflate_how, seed=seed, fmt=fmt,
+            skip_head=skip_head, method=method, ckpt_grid=ckpt_grid, resize_patch=resize_patch,
+            gelu_check=gelu_check,
+        )  # fmt: skip
     height, width = image_shape[:2]
     channels = image_shape[2] if len(image_shape) > 2 else 3
     images = jnp.zeros((1, height, width, channels), jnp.float32)
