@@ -167,9 +167,7 @@ def _export(model, variables, config, class_names) -> None:
             crop_pct=aug.eval_crop_pct, interpolation=aug.get("eval_interpolation", "bilinear"),
         )  # fmt: skip
     except ValueError as e:
-        raise UsageError(
-            f"--export --layout={_LAYOUT.value}: {e}; --layout=vit_jax keeps it all"
-        ) from None
+        raise UsageError(f"--export --layout={_LAYOUT.value}: {e}") from None
     print(f"wrote {written} ({_LAYOUT.value} layout) and config.json beside it")
 
 

@@ -153,6 +153,28 @@ def test_the_npz_export_warns_that_timm_skips_fc_norm():
     assert safetensors_ckpt.problems(model, "timm") == []
 
 
+def test_export_never_overwrites_a_runs_config_json(tmp_path):
+    model = vit_jax.create_model(
+        None, 3, hidden_size=16, depth=1, mlp_dim=32, num_heads=2, patch_size=(4, 4)
+    )
+    params = model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
+    (tmp_path / "config.json").write_text('{"model": {"variant": "Ti/16"}, "lr": 0.1}')
+    with pytest.raises(ValueError, match="not a checkpoint's config.json"):
+        safetensors_ckpt.export(
+            params, model, str(tmp_path / "m.safetensors"), layout="timm", image_size=16
+        )
+    assert (
+        json.load(open(tmp_path / "config.json"))["lr"] == 0.1
+        and not (tmp_path / "m.safetensors").exists()
+    )
+    safetensors_ckpt.export(
+        params, model, str(tmp_path / "a" / "m.safetensors"), layout="timm", image_size=16
+    )
+    safetensors_ckpt.export(
+        params, model, str(tmp_path / "a" / "m.safetensors"), layout="transformers", image_size=16
+    )
+
+
 def test_unknown_timm_keys_are_one_line(tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(os.path.join(FIXTURES, "timm_token"), folder)

@@ -286,13 +286,33 @@ def export(
         options = {k: _jsonable(getattr(model, k)) for k in _OPTIONS if hasattr(model, k)}
         cfg = {OURS_KEY: dict(model=options, preprocess=pre, labels=labels, gelu=gelu)}
     else:
-        raise ValueError(f"the {layout} library cannot compute this model: {'; '.join(bad)}")
-    write(flat, path, metadata={"format": "np", "layout": layout})
+        raise ValueError(
+            f"the {layout} library cannot compute this model: {'; '.join(bad)} "
+            "(--layout=vit_jax keeps everything)"
+        )
     folder = os.path.dirname(path) or "."
+    _check_no_other_config(os.path.join(folder, "config.json"))
+    write(flat, path, metadata={"format": "np", "layout": layout})
     for name, content in (("config.json", cfg), *extra.items()):
         with files.atomic_write(os.path.join(folder, name), "w") as f:
             json.dump(content, f, indent=2)
     return path, bad
+
+
+def _check_no_other_config(path: str) -> None:
+    """Never overwrite a config.json that is not a checkpoint's (a training run's, say)."""
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError):
+        cfg = None
+    if not isinstance(cfg, dict) or not ({"architecture", "model_type", OURS_KEY} & set(cfg)):
+        raise ValueError(
+            f"{path} exists and is not a checkpoint's config.json (a training run's?); "
+            "export into another folder"
+        )
 
 
 _OPTIONS = (
