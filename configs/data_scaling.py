@@ -39,7 +39,8 @@ HYBRID_OPTIONS = {"patch_size": 1, "resnet_layers": (1,), "resnet_width": 1}
 # teaches it. After the teacher in FAMILIES, so a seed's teacher is trained first.
 DISTILL_OPTIONS = {"vit_distill": {"distill_token": True}}
 TEACHERS = {"vit_distill": "resnet"}
-FAMILIES = (*FAMILY_OPTIONS, "hybrid", "resnet", *DISTILL_OPTIONS)
+# The study's order (scripts/data_scaling.py runs seed by seed): the plain ViT and the CNN first.
+FAMILIES = ("vit_learn", "resnet", "cct", "hybrid", "vit_sincos2d", "spt_lsa", *DISTILL_OPTIONS)
 
 
 def get_config(family: str = "vit_learn", teacher: str = ""):

@@ -2,7 +2,7 @@
 (configs/data_scaling.py, vit_jax/tools/data_scaling.py, report in docs/data_efficiency.md).
 
   python scripts/data_scaling.py --dataset=folder:/path/to/cifar10-jpg.tar.gz \
-      --workdir=docs/data_efficiency [--families=vit_learn,resnet] [--fractions=2,5,10,25,50,100] \
+      --workdir=docs/data_efficiency [--families=vit_learn,resnet] [--fractions=2,5,20,100] \
       [--seeds=3] [--lock=/tmp/vit_cpu.lock] [--report_only] [--set=total_steps=300]
 
 Rerunning the same command skips every run with a result.json (commit them as they finish) and
@@ -29,9 +29,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory (one sweep per 
 _FAMILIES = flags.DEFINE_list(
     "families", None, "Families of configs/data_scaling.py (default: all)."
 )
-_FRACTIONS = flags.DEFINE_list(
-    "fractions", ["2", "5", "10", "25", "50", "100"], "Percent of train."
-)
+_FRACTIONS = flags.DEFINE_list("fractions", ["2", "5", "20", "100"], "Percent of train.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per (family, fraction).")
 _LOCK = flags.DEFINE_string("lock", None, "File to flock around each run.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rewrite the summary.")
@@ -90,13 +88,19 @@ def main(argv) -> None:
                 config
             )  # as prepare_process did for the first: config.json says what ran
         finished = True
-        for name, config in ({} if _REPORT_ONLY.value else configs).items():
-            teacher = data_scaling_config().TEACHERS.get(name)
-            finished = study.run_family(
-                config, name, _WORKDIR.value, fractions, _SEEDS.value, lock=_LOCK.value,
-                teacher=teacher,
-            )  # fmt: skip
-            study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
+        # Seed-major: every family's first seed before any second seed, so a study stopped
+        # early still compares all families (the teacher family before its students).
+        todo = [] if _REPORT_ONLY.value else list(configs.items())
+        for seeds in range(1, _SEEDS.value + 1):
+            for name, config in todo:
+                teacher = data_scaling_config().TEACHERS.get(name)
+                finished = study.run_family(
+                    config, name, _WORKDIR.value, fractions, seeds, lock=_LOCK.value,
+                    teacher=teacher,
+                )  # fmt: skip
+                study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
+                if not finished:
+                    break
             if not finished:
                 break
         table = study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
