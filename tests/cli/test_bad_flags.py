@@ -43,7 +43,7 @@ UNIT_INTERVAL = (
     "min_lr_ratio", "aug.crop_area_max", "aug.eval_crop_pct", "aug.crop_area_min", "layer_decay",
     "distill.alpha",
 )  # fmt: skip
-POSITIVE = ("lr", "distill.tau")
+POSITIVE = ("lr", "distill.tau", "model.norm_eps")
 ANY = ("model.head_bias_init", "model.layer_scale", "cpu_devices", "mesh.data", "mesh.fsdp")
 # cpu_devices (-1: per core) and mesh sizes (-1: the rest) are checked against the machine's
 # devices by their own cases in tests/helpers/bad_input_cases.py and tests/common/.
