@@ -28,7 +28,7 @@ def get_config():
     c.weight_decay = 0.05
     c.eval_every = 100
     c.checkpoint_every = 100
-    # init_from.path=IMAGE.npz inflates an image ViT (vit_jax/weights/inflate.py): the 2-D patch
-    # kernel repeated over the tubelet's frames / t ("repeat") or on its middle frame only
-    c.init_from.inflate = "repeat"  # or "central_frame"
+    # --config.init_from.path=IMAGE.npz inflates an image ViT (vit_jax/weights/inflate.py): the
+    # 2-D patch kernel repeated over the tubelet's frames / t (init_from.inflate="repeat", the
+    # default) or on its middle frame only ("central_frame")
     return c

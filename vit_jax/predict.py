@@ -7,6 +7,7 @@
   python -m vit_jax.predict --workdir=/tmp/run --export_npz=model.npz    # e.g. for timm
   python -m vit_jax.predict --checkpoint=hf://timm/vit_small_patch16_224.augreg_in21k cat.jpg
   python -m vit_jax.predict --workdir=/tmp/run --export=out/model.safetensors --layout=timm
+  python -m vit_jax.predict --workdir=/tmp/video_run clip.npy frames_folder/   # a vivit run
 
 A `.safetensors` checkpoint (timm, transformers or ours; a file, a folder holding one, or hf://ORG/NAME
 in the local Hugging Face cache, offline) brings its own model, image size and preprocessing.
@@ -111,9 +112,7 @@ def _run(images: List[str]) -> None:
     if _ATTENTION_MAP.value and len(images) != 1:
         raise UsageError(f"--attention_map takes exactly one image file, got {len(images)}")
     for path in images:  # before the (slow) model load
-        if files.isdir(path):
-            raise UsageError(f"{path} is a folder, not an image file; name the image files")
-        if not files.isfile(path):
+        if not files.isfile(path) and not files.isdir(path):  # a folder: a clip (vivit runs)
             raise FileNotFoundError(f"image file {path} does not exist")
     for flag, value in (
         ("--export_npz", _EXPORT_NPZ.value),

@@ -123,7 +123,8 @@ def _saved_config(workdir: str) -> ml_collections.ConfigDict:
 
 def _fit(model, config, flat, source: str) -> dict:
     """Flat '/'-keyed weights checked against the model's params (position tables resized if needed)."""
-    size = (1, config.image_size, config.image_size, 3)
+    frames = (model.num_frames,) if hasattr(model, "tubelet_size") else ()  # a vivit clip
+    size = (1, *frames, config.image_size, config.image_size, 3)
     target = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros(size, np.float32))
     try:
         return npz.match_params(flat, target["params"], source=source)
@@ -155,8 +156,12 @@ def load_images(paths: Sequence[str], config) -> Tuple[np.ndarray, List[np.ndarr
     from vit_jax.data.options import read_config  # noqa: PLC0415
 
     aug = read_config(config).aug
+    if config.get("model_name") == "vivit":  # clips: folders of frames or .npy arrays
+        return load_clips(paths, config, aug)
     inputs, originals = [], []
     for path in paths:
+        if files.isdir(path):
+            raise DataError(f"{path} is a folder, not an image file; name the image files")
         if not files.isfile(path):
             raise FileNotFoundError(f"image file {path} does not exist")
         raw = tf.constant(files.read_bytes(path))
@@ -166,6 +171,21 @@ def load_images(paths: Sequence[str], config) -> Tuple[np.ndarray, List[np.ndarr
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
             raise DataError(f"cannot read image {path}: {first_line(e)}") from None
         originals.append(original.numpy())
+    return np.stack(inputs).astype(np.float32), originals
+
+
+def load_clips(paths: Sequence[str], config, aug) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """Clips (folders of frames or `.npy`, `vit_jax.data.clips`) → `[B, T, S, S, 3]`: the centre
+    window of `config.model.num_frames` frames, each frame with the eval preprocessing."""
+    from vit_jax.data import clips, video  # noqa: PLC0415
+
+    inputs, originals = [], []
+    for path in paths:
+        clip = clips.read_clip(path)
+        n = config.model.num_frames
+        window = clips.sample(clip, n, 1, clips.window_starts(len(clip), n)[0])
+        inputs.append(video.eval_clip(window, config.image_size, aug).numpy())
+        originals.append(window[len(window) // 2])
     return np.stack(inputs).astype(np.float32), originals
 
 

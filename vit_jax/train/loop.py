@@ -155,7 +155,7 @@ def _init_from_pretrained(config, model, tx, state, shardings):
         fmt=config.init_from.format, skip_head=config.init_from.skip_head,
         method=config.init_from.posemb_resize, seed=config.seed,
         gelu_check=config.init_from.gelu_check,
-        **({"inflate_how": config.init_from.inflate} if "inflate" in config.init_from else {}),
+        inflate_how=config.init_from.get("inflate", "repeat"),
     )  # fmt: skip
     state["params"] = jax.device_put(params, shardings["params"])
     state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
