@@ -180,3 +180,22 @@ def test_scan_matches_the_unrolled_factorised_attention_model():
 def test_bad_options_are_one_line_errors(opts, words):
     with pytest.raises(ValueError, match=words):
         _model(**opts)
+
+
+def test_flops_of_each_encoder_counted_in_the_jaxpr_equal_their_formula():
+    from vit_jax.tools import flops  # noqa: PLC0415
+
+    d, mlp, classes, (nt, h, w) = 16, 32, 3, (4, 2, 2)  # 8×8×8 clips, tubelets 2×4×4
+    n = nt * h * w
+    embed, head = 2 * n * 2 * 4 * 4 * 3 * d, 2 * d * classes
+    att, ffn = flops._attention_flops, flops._mlp_flops
+    want = {
+        "joint": embed + att(n, n, d, d) + ffn(n, d, mlp) + head,
+        "factorised_attention": embed + nt * att(h * w, h * w, d, d) + h * w * att(nt, nt, d, d)
+        + ffn(n, d, mlp) + head,
+        "factorised_encoder": embed + nt * (att(h * w, h * w, d, d) + ffn(h * w, d, mlp))
+        + att(nt, nt, d, d) + ffn(nt, d, mlp) + head,
+    }  # fmt: skip
+    for encoder, formula in want.items():
+        model = _model(encoder=encoder, posemb="sincos3d", num_frames=8, kernels="stock")
+        assert flops.jaxpr_forward_flops(model, (8, 8, 8)) == formula, encoder
