@@ -38,6 +38,7 @@ HYBRID_OPTIONS = {"patch_size": 1, "resnet_layers": (1,), "resnet_width": 1}
 # Distillation families: the student's options and the family whose run (same size, same seed)
 # teaches it. After the teacher in FAMILIES, so a seed's teacher is trained first.
 DISTILL_OPTIONS = {"vit_distill": {"distill_token": True}}
+DISTILL = {"vit_distill": {"kind": "hard"}}  # alpha: the default 0.5, DeiT's
 TEACHERS = {"vit_distill": "resnet"}
 # The study's order (scripts/data_scaling.py runs seed by seed): the plain ViT and the CNN first.
 FAMILIES = ("vit_learn", "resnet", "cct", "hybrid", "vit_sincos2d", "spt_lsa", *DISTILL_OPTIONS)
@@ -58,7 +59,7 @@ def get_config(family: str = "vit_learn", teacher: str = ""):
         c.model.update(FAMILY_OPTIONS[family])
     elif family in DISTILL_OPTIONS:  # DeiT: 1/2 CE(class head) + 1/2 CE(distill head, teacher)
         c.model.update(DISTILL_OPTIONS[family])
-        c.distill.update(dict(kind="hard", alpha=0.5, teacher=teacher))
+        c.distill.update(DISTILL[family], teacher=teacher)
     elif family == "hybrid":  # the same encoder on the 8x8 map of the ResNet root + one stage
         c = with_model(c, "hybrid", keep_shared=True)
         c.model.update(HYBRID_OPTIONS)
