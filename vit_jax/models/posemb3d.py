@@ -152,5 +152,7 @@ class Rope3D(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     def __call__(self, qk, grid, num_prefix: int):
+        if self.coords != "index":
+            raise ValueError("rope3d numbers tokens by index only: set rope_coords='index'")
         angles = jnp.asarray(axial_angles_3d(grid, qk.shape[-1], self.theta))
         return _rotate_patches(qk, angles, num_prefix)
