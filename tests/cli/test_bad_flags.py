@@ -128,7 +128,7 @@ BENCHMARK_BAD = {
     "--peak-tflops": ("x", "0", "-5"),
     "--cpu-devices": ("x", "-2"),
     "--variant": ("Q/16", "B/x", ""),
-    "--option": ("depth", "num_heads=5", "posemb=rope3d"),
+    "--option": ("depth", "num_heads=5", "posemb=rope4d"),
     "--dtype": ("float16",),
     "--mode": ("eval",),
 }

@@ -67,8 +67,8 @@ CASES = [
     # ----------------------------------------------------------- config: names and values
     Case(
         "unknown posemb",
-        (RUN, "--config.model.posemb=rope3d"),
-        r"unknown posemb 'rope3d'; choose one of: .*rope2d",
+        (RUN, "--config.model.posemb=rope4d"),
+        r"unknown posemb 'rope4d'; choose one of: .*rope2d",
     ),
     Case("unknown norm", (RUN, "--config.model.norm=groupnorm"), r"unknown norm 'groupnorm'"),
     Case("unknown pool", (RUN, "--config.model.pool=max3d"), r"unknown pool 'max3d'"),
@@ -81,7 +81,7 @@ CASES = [
     Case(
         "unknown dataset",
         (RUN, "--config.dataset=mnist"),
-        r"unknown dataset 'mnist'; use digits, folder:PATH or tfds:NAME",
+        r"unknown dataset 'mnist'; use digits, folder:PATH, tfds:NAME or moving_digits:TASK",
     ),
     Case(
         "batch not divisible by devices",

@@ -235,7 +235,7 @@ def test_dropout_and_drop_path_only_in_training_and_remat_is_exact():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(posemb="rope3d"), "unknown posemb 'rope3d'; choose one of: none, learn"),
+        (dict(posemb="rope4d"), "unknown posemb 'rope4d'; choose one of: none, learn"),
         (dict(norm="groupnorm"), "unknown norm 'groupnorm'"),
         (dict(pool="max"), "unknown pool 'max'"),
         (dict(num_heads=5), "num_heads=5 does not divide hidden_size=16"),
