@@ -8,7 +8,7 @@ Imports only `vit_jax.common` and `vit_jax.kernels` (tests/test_layering.py chec
   tokenizers.py TOKENIZERS registry of the ViT: patch, conv (CCT), spt (shifted patches)
   hybrid.py     the `hybrid` family: the ViT paper's ResNet stem + ViT encoder ("R50+B/16")
   vivit.py      the `vivit` family: clips/volumes [B, T, H, W, C], tubelets, ViViT's encoders
-  posemb3d.py   POSEMB3D registry (vivit): none, learn, learn_sep, sincos3d, rope3d
+  posemb3d.py   POSEMB3D registry (vivit): none, learn, learn_sep, sincos3d, rope3d, rope_mixed3d
   vit.py        VisionTransformer → Encoder → Encoder1DBlock; `get_features`
   attention.py  multi-head self-attention (naive / XLA / cuDNN / manual kernel)
   layers.py     MlpBlock, DropPath, LayerScale

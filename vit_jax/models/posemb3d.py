@@ -14,6 +14,10 @@ it with a position signal added; the rotary scheme is instantiated in every atte
   rope3d     axial rotary on queries and keys with a time axis (`axial_angles_3d`): of the head_dim/2
              rotation pairs, n_s = ⌊(P − ⌊P/4⌋)/2⌋ turn by x, n_s by y, the rest by τ; frequencies
              θ^(−i/n) per axis (θ = 100, rope2d's). Also in `POSEMB` (the attention layers find it there)
+  rope_mixed3d  learnable mixed-frequency RoPE with a time axis (Heo et al. 2024's RoPE-Mixed
+             extended): per head `freqs` `[3, heads, head_dim/2]`, angle = x·f_x + y·f_y + τ·f_t;
+             f_x, f_y start as `rope_mixed`'s init (`mixed_freqs_init`, θ = 10), f_t as the same
+             axial magnitudes (`mixed_time_init`). Also in `POSEMB`
 
 Learned tables are resized (trilinear) to the call's grid, so a model trained on 8 frames runs on
 16, or on a larger grid, as image tables are; a checkpoint's tables are kept at their stored shape.
@@ -31,6 +35,7 @@ from vit_jax.models.posemb import (
     POSEMB,
     _rotate_patches,
     _stored_or_new,
+    mixed_freqs_init,
     sincos_1d,
     sincos_2d,
 )
@@ -156,3 +161,53 @@ class Rope3D(nn.Module):
             raise ValueError("rope3d numbers tokens by index only: set rope_coords='index'")
         angles = jnp.asarray(axial_angles_3d(grid, qk.shape[-1], self.theta))
         return _rotate_patches(qk, angles, num_prefix)
+
+
+def mixed_time_init(theta: float = 10.0):
+    """`rope_mixed3d`'s `freqs` `[3, H, hd/2]`: (f_x, f_y) as `mixed_freqs_init`, f_t the axial
+    magnitudes θ^(−4i/hd) of both halves of the pairs (every head, every pair turns with time at
+    the scale its spatial frequencies have; learning may then zero or rescale them)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        _, heads, half = shape
+        fxy = mixed_freqs_init(theta)(key, (2, heads, half), jnp.float32)
+        mag = 1.0 / theta ** (jnp.arange(0, 2 * half, 4)[: half // 2] / (2 * half))
+        ft = jnp.tile(jnp.concatenate([mag, mag])[None], (heads, 1))
+        return jnp.concatenate([fxy, ft[None]]).astype(dtype)
+
+    return init
+
+
+def token_positions_3d(grid) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-major (x, y, τ) integer coordinates of a `(t, h, w)` (or `(h, w)`) grid, float32."""
+    tau, y, x = (a.reshape(-1).astype(np.float32) for a in np.mgrid[tuple(map(slice, grid3(grid)))])
+    return x, y, tau
+
+
+@POSEMB.register("rope_mixed3d")
+@POSEMB3D.register("rope_mixed3d")
+class RopeMixed3D(nn.Module):
+    """Learnable mixed-frequency RoPE over (x, y, τ): angle = x·f_x + y·f_y + τ·f_t per head.
+
+    Grids as `Rope3D`'s: a factorised layer's spatial attention sees τ = 0, its temporal one x = y = 0.
+    """
+
+    rotary = True
+    num_heads: int = 1
+    theta: float = 10.0
+    coords: str = "index"  # only integer indices (rope_coords="index")
+    ref_grid: object = None
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, qk, grid, num_prefix: int):
+        if self.coords != "index":
+            raise ValueError("rope_mixed3d numbers tokens by index only: set rope_coords='index'")
+        head_dim = qk.shape[-1]
+        if head_dim % 4:
+            raise ValueError(f"rope_mixed3d needs head_dim divisible by 4, got {head_dim}")
+        shape = (3, self.num_heads, head_dim // 2)
+        freqs = self.param("freqs", mixed_time_init(self.theta), shape, self.param_dtype)
+        x, y, tau = token_positions_3d(grid)
+        angles = sum(p[:, None, None] * f for p, f in zip((x, y, tau), freqs))  # [N, H, hd/2]
+        return _rotate_patches(qk, angles.astype(jnp.float32), num_prefix)

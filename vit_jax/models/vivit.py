@@ -2,8 +2,8 @@
 
 A tubelet embedding (`embedding`: kernel `[t, p, p, C, D]`, stride = kernel; a reshape + dense,
 equal to a 3-D convolution) gives a `(T/t, H/p, W/p)` token grid; a space-time position scheme
-(`posemb3d.POSEMB3D`: none, learn, learn_sep, sincos3d, rope3d) marks it; then one of ViViT's
-encoders (`encoder`), each built from the ViT's `Encoder` (vit.py; no copy of it):
+(`posemb3d.POSEMB3D`: none, learn, learn_sep, sincos3d, rope3d, rope_mixed3d) marks it; then one of
+ViViT's encoders (`encoder`), each built from the ViT's `Encoder` (vit.py; no copy of it):
 
   joint                 model 1: every token attends to every token of the clip (`Transformer`)
   factorised_encoder    model 2: a spatial encoder per frame (`Transformer`, with a CLS per frame
@@ -132,7 +132,7 @@ class VideoViT(VisionTransformer):
         if "norm_eps" in {f.name for f in dataclasses.fields(Encoder1DBlock)}:
             block["norm_eps"] = getattr(self, "norm_eps", 1e-6)
         return Encoder(
-            depth, block, "rope3d" if scheme.rotary else "none", self.dropout_rate,
+            depth, block, self.posemb if scheme.rotary else "none", self.dropout_rate,
             self.drop_path_rate, self.final_norm, self.remat, True, name=name,
             dtype=self.compute_dtype, param_dtype=self.params_dtype, remat_policy=self.remat_policy,
             scan=self.scan, **extra,
