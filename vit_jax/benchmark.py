@@ -53,6 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "R50+B/16 (hybrid); default: the family's",
     )
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument(
+        "--frames", type=int,
+        help="frames per clip of --model-name=vivit (inputs [B, T, H, W, 3]); default: the "
+        "model's num_frames",
+    )  # fmt: skip
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -125,6 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             f"--vs-timm times timm's VisionTransformer, a --model-name=vit model only; drop it for "
             f"--model-name={args.model_name}"
         )
+    if args.frames is not None and args.model_name != "vivit":
+        errors.fail(f"--frames={args.frames} is for --model-name=vivit (clips); drop it")
+    if args.frames is not None and args.frames < 1:
+        errors.fail(f"--frames={args.frames} must be >= 1 (frames per clip)")
     if args.variant is None:
         default = "B/16" if args.model_name == "vit" else None
         args.variant = default or models.FAMILIES.get(args.model_name).default_variant
@@ -197,6 +206,13 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     cpu_devices.split_cpu(cpu_devices.choose(args.cpu_devices, [args.batch], cpu_devices.cores()))
     options = model_options(args)
     model = vit_jax.create_model(args.variant, args.num_classes, args.model_name, **options)
+    if args.model_name == "vivit":
+        args.frames = args.frames or model.num_frames
+        if args.frames % model.tubelet_size:
+            raise ValueError(
+                f"--frames={args.frames} is not a multiple of the tubelet depth "
+                f"{model.tubelet_size}; choose a multiple or set --option=tubelet_size=N"
+            )
     if args.vs_timm:
         timm_bench.check_model(model)
     peak, source = args.peak_tflops, "--peak-tflops"
@@ -212,6 +228,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         model_name=args.model_name,
         variant=args.variant,
         image_size=args.image_size,
+        input_shape=[args.batch, *bench.input_dims(args), 3],
         batch=args.batch,
         num_classes=args.num_classes,
         dtype=args.dtype,
@@ -221,7 +238,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         remat=args.remat,
         options=parse_options(args.option),
         label=args.label,
-        params=bench.count_params(model, args.image_size),
+        params=bench.count_params(model, args.image_size, getattr(args, "frames", None)),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
     )
     if measured:

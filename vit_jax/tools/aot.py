@@ -133,10 +133,10 @@ def describe_devices(devices) -> Device:
     return Device(CHIPS[kind], cores)
 
 
-def _batch(batch_size: int, image_size: int, num_classes: int, sharding, train: bool):
+def _batch(batch_size: int, dims, num_classes: int, sharding, train: bool):
     spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
     b = dict(
-        image=spec((batch_size, image_size, image_size, 3), np.float32),
+        image=spec((batch_size, *dims, 3), np.float32),  # dims: (H, W), or (T, H, W) for clips
         label=spec((batch_size,), np.int32),
     )
     if train:
@@ -226,8 +226,10 @@ def compile_report(config, topology: str, num_classes: Optional[int] = None) -> 
     batch_sharding = shd.batch_sharding(mesh)
     train_fn = ts.jit_train_step(config, model, tx, schedule, shardings, mesh)
     size = config.image_size
+    frames = (model.num_frames,) if config.model_name == "vivit" else ()  # clips, as loop.build
+    dims = (*frames, size, size)
     train = compile_step(
-        train_fn, state, _batch(config.batch_size, size, num_classes, batch_sharding, True)
+        train_fn, state, _batch(config.batch_size, dims, num_classes, batch_sharding, True)
     )
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     variables = {"params": state["params"]}
@@ -238,9 +240,9 @@ def compile_report(config, topology: str, num_classes: Optional[int] = None) -> 
         out_shardings=replicated,
     )
     evaluation = compile_step(
-        eval_fn, variables, _batch(eval_batch, size, num_classes, batch_sharding, False)
+        eval_fn, variables, _batch(eval_batch, dims, num_classes, batch_sharding, False)
     )
-    per_image = flops_lib.step_flops(model, (size, size), "train")
+    per_image = flops_lib.step_flops(model, dims, "train")
     report = dict(
         model=_model_name(model),
         topology=topology,
@@ -251,6 +253,7 @@ def compile_report(config, topology: str, num_classes: Optional[int] = None) -> 
         hbm_gib_per_device=device.hbm_bytes / GIB,
         mesh=dict(mesh.shape),
         batch_size=config.batch_size,
+        input_shape=[config.batch_size, *dims, 3],
         params=int(sum(x.size for x in jax.tree.leaves(abstract["params"]))),
         analytic_flops_per_step=per_image * config.batch_size,
         largest=largest_arrays(abstract, shardings),
@@ -330,7 +333,8 @@ def format_report(r: Dict[str, Any]) -> str:
     lines = [
         f"{r['model']} on {r['topology']}: {r['chips']} {r['chip']} chips, {r['devices']} "
         f"devices ({r['cores_per_chip']} per chip, {r['hbm_gib_per_device']:.1f} GiB HBM each), "
-        f"mesh {r['mesh']}, batch {r['batch_size']}, {r['params'] / 1e6:.1f}M params",
+        f"mesh {r['mesh']}, batch {r['batch_size']} (inputs {r['input_shape']}), "
+        f"{r['params'] / 1e6:.1f}M params",
     ]
     for name in ("train", "eval"):
         s = r[name]

@@ -73,8 +73,15 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def count_params(model, image_size: int) -> int:
-    image = jax.ShapeDtypeStruct((1, image_size, image_size, 3), "float32")
+def input_dims(args) -> tuple:
+    """One example's spatial (and time) extent: (H, W), or (T, H, W) with `--frames` (vivit)."""
+    size = (args.image_size, args.image_size)
+    return (args.frames, *size) if getattr(args, "frames", None) else size
+
+
+def count_params(model, image_size, frames=None) -> int:
+    dims = (image_size, image_size) if frames is None else (frames, image_size, image_size)
+    image = jax.ShapeDtypeStruct((1, *dims, 3), "float32")
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), image)["params"]
     return sum(x.size for x in jax.tree.leaves(shapes))
 
@@ -103,7 +110,7 @@ def _jax_memory(device) -> Dict[str, Any]:
 
 def _flax_batch(args):
     key = jax.random.PRNGKey(1)
-    shape = (args.batch, args.image_size, args.image_size, 3)
+    shape = (args.batch, *input_dims(args), 3)
     images = jax.random.normal(key, shape, jnp.float32)
     labels = jax.random.randint(key, (args.batch,), 0, args.num_classes)
     return dict(image=images, label=labels, soft_label=jax.nn.one_hot(labels, args.num_classes))
@@ -124,7 +131,7 @@ def build_flax_step(args, model, devices):
         raise ValueError(f"--batch={args.batch} is not divisible by the {mesh.size} devices")
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     batch = jax.device_put(_flax_batch(args), shd.batch_sharding(mesh))
-    image_shape = (1, args.image_size, args.image_size, 3)
+    image_shape = (1, *input_dims(args), 3)
     if args.mode == "infer":
         init = jax.jit(
             lambda: model.init(jax.random.PRNGKey(0), batch["image"][:1]), out_shardings=replicated
@@ -160,7 +167,7 @@ def prepare_flax(args, model) -> Runner:
         return jax.block_until_ready(out)
 
     device = devices[0]
-    analytic = flops.step_flops(model, (args.image_size, args.image_size), args.mode)
+    analytic = flops.step_flops(model, input_dims(args), args.mode)
     return Runner(
         step,
         lambda median, times: dict(
