@@ -172,6 +172,27 @@ def test_distillation_token_model_evaluates_to_the_mean_of_its_heads():
     assert "cls" not in gp and gp["Transformer"]["posembed_input"]["pos_embedding"].shape[1] == 5
 
 
+def test_distillation_token_model_without_its_heads_is_the_pooled_class_token():
+    """Few-shot and k-NN read `model.clone(num_classes=0)`: the vector the class head sees."""
+    from vit_jax.evaluators.features import representation_fn  # noqa: PLC0415
+
+    model = create_model(None, 3, **TINY, distill_token=True)
+    variables = _perturbed(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3))), 3)
+    b = batch()
+    images = jnp.asarray(b["image"])
+    _, state = model.apply(variables, images, train=False, mutable="intermediates")
+    pooled = state["intermediates"]["pre_logits_input"][0]
+    fb = dict(image=images, label=jnp.asarray(b["label"]), mask=jnp.ones(len(images)),
+              index=jnp.arange(len(images)))  # fmt: skip
+    z = representation_fn(model)(variables, fb)["z"]
+    assert z.shape == (len(images), 16)
+    np.testing.assert_allclose(z, pooled, rtol=1e-5, atol=1e-5)
+    # the class head applied to it gives the class head's logits (train=True returns both heads)
+    cls, _ = model.apply(variables, images, train=True)
+    p = variables["params"]["head"]
+    np.testing.assert_allclose(z @ p["kernel"] + p["bias"], cls, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture
 def teacher_run(tmp_path):
     workdir = str(tmp_path / "teacher")

@@ -278,8 +278,8 @@ class VisionTransformer(nn.Module):
             cls = self.param("cls", nn.initializers.zeros, (1, 1, d), self.params_dtype)
             x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
         if self.distill_token:  # the last prefix token, after `cls`
-            if self.pool == "none" or not self.num_classes:
-                raise ValueError("distill_token needs a head (num_classes) and a pool but 'none'")
+            if self.pool == "none":  # without a head (num_classes=0) the output is the pooled
+                raise ValueError("distill_token needs a pool other than 'none'")  # class token
             dist = self.param("dist", nn.initializers.normal(0.02), (1, 1, d), self.params_dtype)
             dist, i = jnp.tile(dist.astype(x.dtype), (b, 1, 1)), self.num_prefix - 1
             x = jnp.concatenate([x[:, :i], dist, x[:, i:]], axis=1)
