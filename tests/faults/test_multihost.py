@@ -2,7 +2,8 @@
 joined by jax.distributed (gloo collectives): process 1 is killed with SIGKILL mid-run; the
 survivor must end within the bound with the one line and exit status 2; rerunning both resumes from
 the last complete checkpoint and ends with the weights of an uninterrupted two-process run, bit
-for bit. A process whose coordinator never answers ends after config.distributed_timeout_s.
+for bit. A hung process (SIGSTOP) ends the coordinator with the one line after the heartbeat
+timeout; a process whose coordinator never answers ends after config.distributed_timeout_s.
 """
 
 import os
@@ -92,6 +93,36 @@ def test_a_killed_process_is_one_line_and_both_rerun_resume_bitwise(tmp_path):
     assert f"resumed from step {last} in {workdir}" in outs[0]
     assert "Traceback" not in outs[0] + outs[1] and "error:" not in outs[0] + outs[1]
     jax.tree.map(np.testing.assert_array_equal, _params(workdir), _params(straight))
+
+
+def test_a_hung_process_is_one_line_from_the_coordinator_within_the_timeout(tmp_path):
+    """SIGSTOP: process 1 is alive but silent. The coordination service misses its heartbeats and
+    JAX aborts process 0 itself; the stderr guard turns JAX's report into the one line."""
+    workdir = str(tmp_path / "run")
+    procs = _start(workdir, _port())
+    try:
+        while not any(s >= 4 for s in _complete(workdir)):
+            assert procs[0].poll() is None, procs[0].communicate()[0][-3000:]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        out, _ = procs[0].communicate(timeout=TIMEOUT_S + 60)
+        elapsed = time.monotonic() - stopped
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    assert procs[0].returncode in (-signal.SIGABRT, 134), out[-3000:]  # JAX's own exit status
+    assert elapsed < TIMEOUT_S + 30, elapsed  # the heartbeat timeout is distributed_timeout_s
+    report = os.path.join(workdir, "crash", "process-0.log")
+    found = re.fullmatch(
+        r"error: process 1 of 2 stopped responding at step (\d+); the last complete checkpoint "
+        r"is step (\d+) — start the same command on all hosts to resume \(JAX's report: "
+        + re.escape(report) + r"\)\n", out,
+    )  # fmt: skip
+    assert found, out[-3000:]  # the one line and nothing else: no dump, no traceback
+    assert int(found[2]) == max(_complete(workdir)) and 4 <= int(found[2]) <= int(found[1])
+    with open(report) as f:
+        assert "Terminating process" in f.read()  # JAX's report is kept, not lost
 
 
 def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):

@@ -13,12 +13,11 @@ a peer is gone (gloo: "Connection closed by peer") is caught by the loop (`is_pe
 reported by `exit_peer_lost`, which ends the process with os._exit (JAX's atexit shutdown would
 wait on the dead process, then abort with the coordination-service dump).
 
-Not covered (jaxlib 0.10.2): when the coordination service itself reports the failure first (the
-coordinator, process 0, died; or a hung process missed its heartbeats), JAX's client aborts the
-process with its own FATAL line. The hook for that, the `missed_heartbeat_callback` of jaxlib's
-distributed client, crashes with `std::bad_cast` when given a Python function (its absl::Status
-argument has no Python conversion), so it is left alone; such survivors still end within
-`timeout_s`, with JAX's lines.
+When the coordination service reports the failure first (the coordinator, process 0, died; or a
+hung process missed its heartbeats), JAX's client aborts the process with its own FATAL line and
+dump, which nothing inside the process can intercept (jaxlib 0.10.2's `missed_heartbeat_callback`
+crashes given a Python function): `vit_jax.common.stderr_guard` turns that into the same kind of
+one line (JAX's report saved to WORKDIR/crash/process-K.log; the exit status stays JAX's, 134).
 """
 
 import contextlib
@@ -32,8 +31,8 @@ from typing import Optional
 
 import jax
 
-from vit_jax.common import files
-from vit_jax.common.errors import Error
+from vit_jax.common import files, stderr_guard
+from vit_jax.common.errors import Error, debugging
 
 ENV = ("VIT_JAX_COORDINATOR", "VIT_JAX_NUM_PROCESSES", "VIT_JAX_PROCESS_ID")
 DEFAULT_TIMEOUT_S = 300
@@ -91,6 +90,8 @@ def init_distributed(enabled: bool, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     noise = (*quiet.NOISE, "[Gloo] Rank")  # gloo's "connected to N peer ranks", at its first use
     with quiet.filtered_stderr(noise, fd=1), quiet.filtered_stderr(noise, fd=2):
         multihost_utils.sync_global_devices("vit_jax: all processes joined")
+    if jax.process_count() > 1 and not debugging():  # JAX's own abort as one line, too
+        stderr_guard.install(jax.process_index(), jax.process_count())
 
 
 def _wait_for_coordinator(addr: str, timeout_s: float) -> None:
@@ -117,6 +118,7 @@ def note_progress(step: int, checkpoint_dir: Optional[str] = None) -> None:
     _STATE["step"] = step
     if checkpoint_dir is not None:
         _STATE["checkpoints"] = checkpoint_dir
+    stderr_guard.note_progress(step, _STATE["checkpoints"])
 
 
 def is_peer_failure(error: BaseException) -> bool:
