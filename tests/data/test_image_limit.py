@@ -78,3 +78,21 @@ def test_the_limit_is_configurable_and_exact(monkeypatch):
     monkeypatch.setenv(image_limit.ENV, "lots")
     with pytest.raises(ValueError, match="VIT_JAX_MAX_IMAGE_PIXELS='lots' must be a positive"):
         image_limit.max_pixels()
+
+
+def test_a_cut_jpeg_is_refused_before_libjpeg_reads_it(capfd):
+    whole = _encoded("JPEG", 24, 16)
+    assert whole.endswith(b"\xff\xd9")
+    complete = lambda d: bool(image_limit.jpeg_complete(tf.constant(d)).numpy())  # noqa: E731
+    assert complete(whole) and complete(whole + b"camera trailer" * 100)  # marker before a trailer
+    png = _encoded("PNG", 24, 16)
+    assert complete(png) and complete(png[:-20])  # other formats are not judged here
+    for cut in (len(whole) // 3, len(whole) - 2, len(whole) - 1):
+        assert not complete(whole[:cut])
+        with pytest.raises(tf.errors.InvalidArgumentError, match=image_limit.TRUNCATED):
+            preprocess.decode(tf.constant(whole[:cut]))
+    assert "JPEG" not in capfd.readouterr().err  # libjpeg never saw the cut files
+    np.testing.assert_array_equal(
+        preprocess.decode(tf.constant(whole + b"x" * 50)).numpy(),
+        preprocess.decode(tf.constant(whole)).numpy(),
+    )

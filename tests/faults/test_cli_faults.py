@@ -92,6 +92,27 @@ def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path):
     assert "jpeg" not in out.lower().replace(bomb.lower(), "")  # no decoder lines
 
 
+def test_a_truncated_jpeg_is_one_line_without_libjpeg_lines(tmp_path):
+    """A JPEG cut short (a copy interrupted): refused before decoding, so libjpeg never prints
+    its `Premature end of JPEG data` / `Improper call to JPEG library` lines."""
+    data = _folder(str(tmp_path / "data"))
+    cut = os.path.join(data, "train", "c", "3.jpg")
+    with open(cut, "rb") as f:
+        whole = f.read()
+    with open(cut, "wb") as f:
+        f.write(whole[: len(whole) * 2 // 3])
+    code, out = _run(str(tmp_path / "run"), f"--config.dataset=folder:{data}",
+                     "--config.total_steps=3")  # fmt: skip
+    assert code == 2
+    line = _one(out, "error: ")
+    assert line == (
+        f"error: corrupt image file {cut} (a truncated JPEG: the file ends before its "
+        f"end-of-image marker; copy it again) in folder:{data}; set config.skip_corrupt=True to "
+        "skip such files"
+    )
+    assert "jpeg" not in out.lower().replace(line.lower(), "")  # no decoder lines
+
+
 def test_a_corrupt_test_image_fails_after_the_final_checkpoint(tmp_path):
     data = _folder(str(tmp_path / "data"))
     bad = os.path.join(data, "test", "a", "bad.jpg")

@@ -59,6 +59,8 @@ def _decode_problem(path: str) -> Optional[str]:
     try:
         decode(data)
     except tf.errors.OpError as e:
+        if image_limit.TRUNCATED in str(e):
+            return image_limit.TRUNCATED
         too_large = image_limit.TOO_LARGE in str(e)
         return (image_limit.describe(data) if too_large else None) or first_line(e)
     return None

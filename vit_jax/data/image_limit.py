@@ -6,8 +6,10 @@ Pillow's MAX_IMAGE_PIXELS, images whose header claims more than `max_pixels()` p
 before any decoding: `checked(data)` adds the check in front of the decoder, and
 `describe(data)` names the size for the one error line (`vit_jax.data.folder`).
 
-Headers read: JPEG (`tf.image.extract_jpeg_shape`), PNG (IHDR), GIF (logical screen), BMP. WebP
-and other formats are not checked (TensorFlow's own decoder limits apply).
+A JPEG cut short (no end-of-image marker) is refused the same way, before libjpeg prints
+`Premature end of JPEG data` lines. Headers read: JPEG (`tf.image.extract_jpeg_shape`), PNG
+(IHDR), GIF (logical screen), BMP. WebP and other formats are not checked (TensorFlow's own
+decoder limits apply).
 """
 
 import os
@@ -18,6 +20,7 @@ from vit_jax.data._tf import tf
 ENV = "VIT_JAX_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # 89,478,485: Pillow's MAX_IMAGE_PIXELS
 TOO_LARGE = "image header claims more pixels than the decompression-bomb limit"
+TRUNCATED = "a truncated JPEG: the file ends before its end-of-image marker; copy it again"
 
 
 def max_pixels() -> int:
@@ -64,9 +67,29 @@ def header_size(data) -> "tf.Tensor":
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
 
 
+def jpeg_complete(data) -> "tf.Tensor":
+    """False for a JPEG without an end-of-image marker (FF D9) anywhere: cut short, which
+    TensorFlow's decoder refuses too, after libjpeg printed its own lines. Usually the last two
+    bytes; trailers after the marker (some cameras') are searched for. Other formats: True."""
+    tail = tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 2, 0), 2)
+
+    def search():
+        raw = tf.io.decode_raw(data, tf.uint8)
+        return tf.reduce_any(tf.logical_and(tf.equal(raw[:-1], 255), tf.equal(raw[1:], 217)))
+
+    ends = tf.equal(tail, b"\xff\xd9")
+    return tf.logical_or(
+        tf.logical_not(tf.io.is_jpeg(data)),
+        tf.cond(ends, lambda: tf.constant(True), search),
+    )
+
+
 def checked(data):
     """`data` again, after checking that its header claims at most `max_pixels()` pixels (an
-    InvalidArgumentError starting with TOO_LARGE otherwise); decode the result, not `data`."""
+    InvalidArgumentError starting with TOO_LARGE otherwise) and that a JPEG is not cut short
+    (TRUNCATED); decode the result, not `data`."""
+    with tf.control_dependencies([tf.debugging.Assert(jpeg_complete(data), [TRUNCATED])]):
+        data = tf.identity(data)  # first: even reading a cut JPEG's header makes libjpeg print
     size = header_size(data)
     check = tf.debugging.assert_less_equal(
         size[0] * size[1], tf.constant(max_pixels(), tf.int64), message=TOO_LARGE
