@@ -65,6 +65,8 @@ class ClassSubset(IndexedSource):
         names = [base.info.class_names[k] for k in keep]
         super().__init__(dataset, base.split, names, mapping[base.labels[self.ids]])
         self.ids_tensor = eager_constant(self.ids)
+        self.clips = getattr(base, "clips", False)  # what the pipeline asks of clip sources
+        self.num_frames = getattr(base, "num_frames", None)
 
     def read(self, example_id):
         record = self.base.read(tf.gather(self.ids_tensor, example_id))

@@ -22,6 +22,7 @@ FRAME_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 def read_clip(path: str) -> np.ndarray:
     """uint8 `[T, H, W, 3]` from a folder of frames or a `.npy` file (DataError if neither)."""
+    path = str(path)  # not np.str_: os.listdir would list bytes
     if files.isdir(path):
         names = sorted(n for n in os.listdir(path) if n.lower().endswith(FRAME_EXTS))
         if not names:
@@ -49,7 +50,8 @@ def read_clip(path: str) -> np.ndarray:
             f"{path} has shape {array.shape}; a clip is [T, H, W, C] with C 1 or 3, a volume "
             "[D, H, W]"
         )
-    if array.dtype != np.uint8:
+    if array.dtype != np.uint8:  # in float64 (as the clip-folder pipeline reads it)
+        array = array.astype(np.float64)
         lo, hi = float(np.min(array)), float(np.max(array))
         array = np.round((array - lo) / max(hi - lo, 1e-12) * 255)
     return np.broadcast_to(array, (*array.shape[:3], 3)).astype(np.uint8)

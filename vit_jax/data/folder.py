@@ -1,5 +1,8 @@
 """Image folders ("folder:PATH"): PATH/<split>/<class>/*.jpg|png|..., or a .tar.gz of such a tree.
 
+A tree whose examples are clips (folders of frames or `.npy` arrays) is a clip dataset
+(`clip_folder.py`); a tree holds images or clips, not both.
+
 Class names are the sorted union of the class folders of all splits, so a label means the same
 class in every split. Inside a split, files are in `splits.stratified_order` of their sorted
 paths, so "train[:90%]" keeps the class balance. Archives are extracted once into a cache
@@ -18,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vit_jax.data import image_limit, splits
+from vit_jax.data import clip_folder, image_limit, splits
 from vit_jax.data._tf import tf
 from vit_jax.data.core import DataError, SourceOptions, first_line
 from vit_jax.data.indexed import IndexedSource, eager_constant
@@ -76,20 +79,22 @@ def open_folder(arg: str, split: str, options: SourceOptions) -> FileSource:
     # Messages name what the user gave: an archive, not the cache folder it was extracted into.
     where = str(root) if resolved == Path(arg).expanduser() else f"the archive {arg}"
     class_names = sorted({c.name for d in split_dirs.values() for c in _subdirs(d).values()})
-    ids_by_split, paths, labels = {}, [], []
+    ids_by_split, paths, labels, kinds = {}, [], [], {}
     for name in dict.fromkeys(names):
         if name not in split_dirs:
             found = ", ".join(sorted(split_dirs)) or "nothing"
             if not split_dirs and where != str(root):
                 raise DataError(f"{where} holds no folders; it should hold {name}/<class>/<image>")
             raise DataError(f"split folder {name!r} not found in {where} (found: {found})")
-        split_paths, split_labels = _list_split(split_dirs[name], class_names)
+        split_paths, split_labels = _list_split(split_dirs[name], class_names, kinds)
         order = len(paths) + splits.stratified_order(split_labels)
         ids_by_split[name] = order
         paths += split_paths
         labels += split_labels
     ids = splits.select(split, ids_by_split, dataset)
     paths, labels = np.array(paths, dtype=object)[ids], np.array(labels, np.int32)[ids]
+    if "clip" in kinds:
+        return clip_folder.open_clips(dataset, split, class_names, paths, labels, options)
     skipped: List[str] = []
     if options.skip_corrupt:
         ok = _decodable(paths)
@@ -145,17 +150,34 @@ def _is(entry: os.DirEntry, kind: str) -> bool:
         ) from None
 
 
-def _list_split(split_dir: Path, class_names: Sequence[str]) -> Tuple[List[str], List[int]]:
-    """Sorted image paths of one split folder and their labels."""
+def _list_split(
+    split_dir: Path, class_names: Sequence[str], kinds: dict
+) -> Tuple[List[str], List[int]]:
+    """Sorted example paths of one split folder and their labels; `kinds` gathers the first
+    example of each kind ("image", "clip") over the splits (one kind per tree)."""
     paths, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = split_dir / name
         if not class_dir.is_dir():
             continue  # A class missing from this split; it may be in another.
-        files = sorted(e.path for e in os.scandir(class_dir) if _is_image(e))
-        if not files:
-            kinds = "/".join(IMAGE_EXTENSIONS)
-            raise DataError(f"empty class folder {class_dir}: no {kinds} files")
+        entries = [e for e in os.scandir(class_dir) if not e.name.startswith(".")]
+        found = {"image": sorted(e.path for e in entries if _is_image(e))}
+        found["clip"] = sorted(e.path for e in entries if _is_clip(e))
+        found = {kind: files for kind, files in found.items() if files}
+        if not found:
+            exts = "/".join(IMAGE_EXTENSIONS)
+            raise DataError(
+                f"empty class folder {class_dir}: no {exts} files (nor clips: folders of "
+                "frames or .npy files)"
+            )
+        for kind, files in found.items():
+            kinds.setdefault(kind, files[0])
+        if len(kinds) > 1:
+            raise DataError(
+                f"the dataset folder mixes images ({kinds['image']}) and clips ({kinds['clip']}); "
+                "a tree holds one kind"
+            )
+        (files,) = found.values()
         paths += files
         labels += [label] * len(files)
     if not paths:
@@ -166,6 +188,12 @@ def _list_split(split_dir: Path, class_names: Sequence[str]) -> Tuple[List[str],
 def _is_image(entry: os.DirEntry) -> bool:
     name = entry.name.lower()
     return not name.startswith(".") and name.endswith(IMAGE_EXTENSIONS) and _is(entry, "file")
+
+
+def _is_clip(entry: os.DirEntry) -> bool:
+    """A clip example: a folder (of frames) or a `.npy` file."""
+    npy = entry.name.lower().endswith(".npy")
+    return not entry.name.startswith(".") and (_is(entry, "dir") or npy and _is(entry, "file"))
 
 
 def _decodable(paths: np.ndarray) -> np.ndarray:

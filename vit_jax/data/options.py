@@ -66,6 +66,11 @@ class DataConfig:
       data_threads: tf.data threads (None: all CPU cores).
       image_key: tfds feature holding the image.
       label_key: tfds feature holding the class label.
+      clip_frames: frames of a clip window (clips only; `vit_jax.data.clips`); None:
+        `config.model.num_frames` (vivit), else every frame of the clip.
+      clip_stride: frames between a window's frames (1: consecutive).
+      eval_clips: evenly spaced windows per eval clip (`clips.window_starts`; 1: the centre one);
+        the classification evaluators average the logits over them (ViViT's multi-clip eval).
       aug: augmentation settings.
     """
 
@@ -84,6 +89,9 @@ class DataConfig:
     data_threads: Optional[int] = None
     image_key: str = "image"
     label_key: str = "label"
+    clip_frames: Optional[int] = None
+    clip_stride: int = 1
+    eval_clips: int = 1
     aug: AugConfig = AugConfig()
 
 
@@ -117,6 +125,10 @@ def read_config(config: Any) -> DataConfig:
     cfg = _read(DataConfig, config, aug=aug)
     if cfg.eval_batch_size is None:
         cfg = dataclasses.replace(cfg, eval_batch_size=cfg.batch_size)
+    if cfg.clip_frames is None:  # a video model's clip length
+        cfg = dataclasses.replace(
+            cfg, clip_frames=_get(_get(config, "model", None), "num_frames", None)
+        )
     _validate(cfg)
     return cfg
 
@@ -124,6 +136,10 @@ def read_config(config: Any) -> DataConfig:
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise DataError(f"config.{key} must be {expected}, got {value!r}")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _validate(cfg: DataConfig) -> None:
@@ -134,6 +150,14 @@ def _validate(cfg: DataConfig) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "a non-negative int")
     _check(cfg.prefetch >= 0, "prefetch", cfg.prefetch, ">= 0")
     _check(cfg.shuffle_buffer >= 1, "shuffle_buffer", cfg.shuffle_buffer, ">= 1")
+    frames = cfg.clip_frames
+    _check(frames is None or _positive(frames), "clip_frames", frames, "None or an int >= 1")
+    _check(_positive(cfg.clip_stride), "clip_stride", cfg.clip_stride, "an int >= 1")
+    _check(_positive(cfg.eval_clips), "eval_clips", cfg.eval_clips, "an int >= 1")
+    windows = cfg.eval_clips == 1 or frames is not None
+    _check(
+        windows, "eval_clips", cfg.eval_clips, "1 without config.clip_frames (or model.num_frames)"
+    )
     threads = cfg.data_threads
     _check(threads is None or threads >= 1, "data_threads", threads, "None (all cores) or >= 1")
     _check(

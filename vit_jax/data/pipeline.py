@@ -107,8 +107,11 @@ def train_dataset(cfg: DataConfig, source: Source, placement: Placement, start_s
     def example(record):
         k = record["k"]
         position = k // b * placement.global_batch + i * b + k % b
-        prep = video.train_clip if video.is_clip(record["image"]) else train_image
-        image = prep(record["image"], tf.stack([seed, position]), cfg.image_size, cfg.aug)
+        data, example_seed = record["image"], tf.stack([seed, position])
+        if video.is_clip(data):
+            image = video.train_example(data, example_seed, cfg)
+        else:
+            image = train_image(data, example_seed, cfg.image_size, cfg.aug)
         return {"image": image, "label": record["label"], "position": position}
 
     def mix(batch):
@@ -151,7 +154,7 @@ def eval_dataset(cfg: DataConfig, source: Source, placement: Placement):
     lo, hi = splits.shard_range(n, *placement.shard)
     num_batches = math.ceil(math.ceil(n / count) / b)
     own = math.ceil((hi - lo) / b)
-    frames = [source.num_frames] if getattr(source, "num_frames", None) else []  # clips
+    frames = _clip_dims(cfg, source)
     blank = {
         "image": tf.zeros([0, *frames, cfg.image_size, cfg.image_size, 3]),
         "label": tf.zeros([0, n_classes] if source.info.multi_label else [0], tf.int32),
@@ -161,14 +164,35 @@ def eval_dataset(cfg: DataConfig, source: Source, placement: Placement):
     if hi > lo:
 
         def example(record):
-            prep = video.eval_clip if video.is_clip(record["image"]) else eval_image
-            image = prep(record["image"], cfg.image_size, cfg.aug)
+            data = record["image"]
+            if video.is_clip(data):
+                image = video.eval_example(data, cfg)
+            else:
+                image = eval_image(data, cfg.image_size, cfg.aug)
             return {"image": image, "label": record["label"], "index": record["id"]}
 
         records = source.eval_records(placement.shard).map(example, tf.data.AUTOTUNE)
         ds = records.batch(b).concatenate(ds)
     ds = ds.map(lambda batch: _pad_batch(batch, b))
     return _with_options(ds, cfg), num_batches
+
+
+def _clip_dims(cfg: DataConfig, source: Source) -> list:
+    """The dims between batch and pixels of an eval image: [K, T] or [T] (clips), [] (images)."""
+    if not (getattr(source, "clips", False) or getattr(source, "num_frames", None)):
+        if cfg.eval_clips > 1:
+            raise DataError(
+                f"config.eval_clips={cfg.eval_clips} averages windows of clips, but "
+                f"{source.dataset} holds images; use eval_clips=1"
+            )
+        return []
+    frames = cfg.clip_frames or source.num_frames
+    if not frames:
+        raise DataError(
+            f"{source.dataset} holds clips of varying length: set config.clip_frames (a vivit "
+            "model sets it from model.num_frames)"
+        )
+    return [cfg.eval_clips, frames] if cfg.eval_clips > 1 else [frames]
 
 
 def _data_error(source: Source, error, candidate_ids, where: str) -> DataError:
@@ -233,6 +257,7 @@ def train_iterator(
         cfg.batch_size, "batch_size", process_index, process_count, local_device_count
     )
     source = open_split(cfg, cfg.train_split)
+    _clip_dims(cfg, source)  # clips of varying length need a window
     ds = train_dataset(cfg, source, placement, start_step)
     b = placement.local_batch
 

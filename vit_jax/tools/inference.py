@@ -176,14 +176,16 @@ def load_images(paths: Sequence[str], config) -> Tuple[np.ndarray, List[np.ndarr
 
 def load_clips(paths: Sequence[str], config, aug) -> Tuple[np.ndarray, List[np.ndarray]]:
     """Clips (folders of frames or `.npy`, `vit_jax.data.clips`) → `[B, T, S, S, 3]`: the centre
-    window of `config.model.num_frames` frames, each frame with the eval preprocessing."""
+    window of `config.clip_frames` (None: `model.num_frames`) frames `clip_stride` apart, each frame
+    with the eval preprocessing (as the training run's evaluation)."""
     from vit_jax.data import clips, video  # noqa: PLC0415
 
     inputs, originals = [], []
+    n = config.get("clip_frames") or config.model.num_frames
+    stride = config.get("clip_stride") or 1
     for path in paths:
         clip = clips.read_clip(path)
-        n = config.model.num_frames
-        window = clips.sample(clip, n, 1, clips.window_starts(len(clip), n)[0])
+        window = clips.sample(clip, n, stride, clips.window_starts(len(clip), n, stride)[0])
         inputs.append(video.eval_clip(window, config.image_size, aug).numpy())
         originals.append(window[len(window) // 2])
     return np.stack(inputs).astype(np.float32), originals
