@@ -18,7 +18,7 @@ DEFAULT_NAME = "eval"  # the evaluator of a run without `config.evals`
 # Evaluator data options → the run's config key each overrides (None keeps the run's value).
 RUN_KEYS = dict(
     dataset="dataset", split="eval_split", image_size="image_size", batch_size="eval_batch_size",
-    crop_pct="aug.eval_crop_pct", label_key="label_key",
+    crop_pct="aug.eval_crop_pct", label_key="label_key", clips="eval_clips",
 )  # fmt: skip
 
 

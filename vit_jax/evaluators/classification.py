@@ -3,7 +3,9 @@
 Both score every example of a split once (the last batch is padded and masked), on any dataset,
 split, resolution and eval crop: the model resizes position tables to the input grid at call time.
 `patch_size` evaluates the model at another patch size: the patch-embedding kernel is resized with
-FlexiViT's pseudo-inverse resize (`vit_jax.weights.flexi`) inside the jitted step.
+FlexiViT's pseudo-inverse resize (`vit_jax.weights.flexi`) inside the jitted step. `clips=K`
+(vivit) scores K evenly spaced windows of each clip (`config.eval_clips`, `vit_jax.data.clips`)
+and averages their logits, ViViT's multi-clip evaluation; top-1 and the loss are of the average.
 """
 
 import functools
@@ -19,8 +21,9 @@ from vit_jax.weights import flexi
 
 # Where a classification evaluator reads its images; None takes the run's value.
 DATA_KEYS = dict(
-    dataset=None, split=None, image_size=None, batch_size=None, crop_pct=None, label_key=None
-)
+    dataset=None, split=None, image_size=None, batch_size=None, crop_pct=None, label_key=None,
+    clips=None,
+)  # fmt: skip
 # The model's own options an evaluator may change; None keeps the trained model's.
 MODEL_KEYS = dict(patch_size=None)
 
@@ -32,6 +35,15 @@ def _at_patch_size(step, patch: int):
         return step(flexi.with_patch_size(variables, patch), batch)
 
     return fn
+
+
+def logits_of(model, variables, images):
+    """The model's logits; `[B, K, T, H, W, C]` (K windows per clip): their mean over K."""
+    if images.ndim != 6:
+        return model.apply(variables, images, train=False)
+    b, k = images.shape[:2]
+    logits = model.apply(variables, images.reshape(b * k, *images.shape[2:]), train=False)
+    return logits.reshape(b, k, -1).mean(axis=1)
 
 
 def _sum(tree_a, tree_b):
@@ -76,6 +88,14 @@ class Classification(Evaluator):
             return f"batch_size={spec['batch_size']!r} must be positive"
         if spec["crop_pct"] is not None and not 0 < spec["crop_pct"] <= 1:
             return f"crop_pct={spec['crop_pct']!r} must lie in (0, 1]"
+        clips = spec["clips"]
+        if clips is not None and (
+            not isinstance(clips, int) or isinstance(clips, bool) or clips < 1
+        ):
+            return f"clips={clips!r} must be a positive int (windows per clip; None: the run's)"
+        name = config.get("model_name", "vit")
+        if clips is not None and clips > 1 and name != "vivit":
+            return f"clips={clips} averages windows of video clips; a {name!r} model reads images"
         return None
 
     @classmethod
@@ -137,7 +157,7 @@ class Classification(Evaluator):
     @staticmethod
     def step(variables, batch, *, model, loss_name="softmax_xent"):
         """Sums over the valid (mask=True) examples: loss, top-1, top-5 hits and count."""
-        logits = model.apply(variables, batch["image"], train=False)
+        logits = logits_of(model, variables, batch["image"])
         labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
         loss = LOSSES[loss_name](logits, jax.nn.one_hot(labels, logits.shape[-1]))
         top1 = jnp.argmax(logits, -1) == labels
@@ -173,7 +193,7 @@ class MultiLabel(Classification):
     def step(variables, batch, *, model, loss_name=None):
         """Sums over valid examples with a non-empty label set: top-1 hits, count, skipped."""
         del loss_name
-        logits = model.apply(variables, batch["image"], train=False)
+        logits = logits_of(model, variables, batch["image"])
         labels = batch["label"]  # [b, C] multi-hot (0/1)
         mask = batch["mask"].astype(jnp.float32)
         has_labels = (labels.sum(-1) > 0).astype(jnp.float32)
