@@ -73,3 +73,16 @@ def test_bad_clips_options_are_one_line(run):
     image = base_config("vit")
     image.evals = dict(multi=dict(clips=2))
     assert "averages windows of video clips" in evaluators.spec_errors(image)
+
+
+def test_knn_reads_the_centre_window_when_the_run_averages_windows(run):
+    config, model, variables = run
+    context = evaluators.Context(model, put=lambda b: b)
+    scores = []
+    for k in (1, 3):
+        c = config.copy_and_resolve_references()
+        c.eval_clips, c.evals = k, dict(knn=dict(type="knn", train_split="test", k=2))
+        (knn,) = evaluators.from_config(c)
+        scores.append(knn.run(context, variables))
+        context.new_round()
+    assert scores[0] == scores[1] and scores[0]["count"] == 6

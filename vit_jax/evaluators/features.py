@@ -108,8 +108,11 @@ class RepresentationEvaluator(Evaluator):
         s = self.spec
         self.train_split = split_or(s["train_split"], self.config.train_split)
         self.test_split = split_or(s["test_split"], self.config.eval_split)
+        config = with_options(self.config, s)
+        if config.get("eval_clips", 1) > 1:
+            config.eval_clips = 1  # clips: the centre window (multi-clip is classification's)
         self.features = Features(
-            with_options(self.config, s),
+            config,
             {self.train_split: self.key("train_split"), self.test_split: self.key("test_split")},
         )
         self.num_classes = None
