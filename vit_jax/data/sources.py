@@ -1,7 +1,8 @@
 """Dataset sources, each named by one dataset string and opened with `open_source`.
 
   "digits"          scikit-learn's bundled 8x8 handwritten digits, offline (`digits.py`).
-  "folder:PATH"     an ImageFolder tree PATH/<split>/<class>/*.jpg|png, or a .tar.gz of one.
+  "folder:PATH"     an ImageFolder tree PATH/<split>/<class>/*.jpg|png, or a .tar.gz of one; a
+                    tree of clips (folders of frames or .npy) instead of images (`clip_folder.py`).
   "tfds:NAME"       any tensorflow-datasets dataset, e.g. "tfds:cifar10", "tfds:imagenet2012".
   "moving_digits:TASK"  offline clips [8, 16, 16, 3] of moving digits, TASK digits or direction.
   "...?classes=0-4" some classes only, relabelled 0..k-1 (`classes.py`; digits and folder:).
