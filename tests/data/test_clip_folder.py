@@ -159,7 +159,8 @@ def test_bad_trees_and_configs_fail_in_one_line(tmp_path, trees):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(frames / "test" / "a" / "clip" / "0.png")
     (frames / "test" / "a" / "clip" / "1.png").write_bytes(b"\x89PNG broken")
     message = _error(_config(frames, clip_frames=2, clip_stride=1))
-    assert "clip" in message and "skip_corrupt" in message
+    assert f"corrupt image file {frames}/test/a/clip (frame 1.png: " in message
+    assert "skip_corrupt" in message
     assert read_config(_config(frames, skip_corrupt=True)).skip_corrupt
     info = data.get_info(f"folder:{frames}", "test", skip_corrupt=True)
     assert info.num_examples == 0  # the one broken clip left out

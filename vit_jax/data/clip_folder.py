@@ -26,6 +26,7 @@ from vit_jax.data import clips
 from vit_jax.data._tf import tf
 from vit_jax.data.core import DataError, SourceOptions, first_line
 from vit_jax.data.indexed import IndexedSource, eager_constant
+from vit_jax.data.preprocess import decode
 
 # numpy dtypes `tf.io.decode_raw` reads
 _DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64")
@@ -163,12 +164,17 @@ def _scale(x):
 
 
 def _problem(path: str) -> Optional[str]:
-    """Why `clips.read_clip` cannot read a clip, or None."""
+    """Why `clips.read_clip` cannot read a clip (naming the frame that does not decode), or None."""
     try:
         clips.read_clip(path)
     except DataError as e:
         return str(e)
     except tf.errors.OpError as e:
+        for frame in list_frames(path):
+            try:
+                decode(tf.io.read_file(frame))
+            except tf.errors.OpError as frame_error:
+                return f"frame {os.path.basename(frame)}: {first_line(frame_error)}"
         return first_line(e)
     return None
 
