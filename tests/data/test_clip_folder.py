@@ -173,3 +173,17 @@ def test_bad_trees_and_configs_fail_in_one_line(tmp_path, trees):
     assert "config.eval_clips must be 1 without" in _error({**no_frames, "eval_clips": 2})
     digits = dict(dataset="digits", image_size=8, batch_size=4, clip_frames=4, eval_clips=2)
     assert "holds images" in _error(digits)
+
+
+def test_class_subsets_and_processes_read_every_clip_once(trees):
+    root = trees["npy"]
+    subset = _config(root, dataset=f"folder:{root}?classes=dog", eval_batch_size=2)
+    batches = list(data.eval_iterator(subset))
+    assert [b["image"].shape for b in batches] == [(2, 3, 8, 8, 3)] * 2
+    assert all((b["label"] == 0).all() for b in batches)  # dog relabelled 0
+    seen = []
+    for p in range(3):  # 8 clips over 3 processes: padding batches hold [K, T] windows too
+        for b in data.eval_iterator(_config(root, eval_clips=2), None, 3, p, 3, 1):
+            assert b["image"].shape == (1, 2, 3, 8, 8, 3)
+            seen += list(b["index"][b["mask"]])
+    assert sorted(seen) == list(range(8))
