@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict
 
 import vit_jax
 from vit_jax.weights import finetune, inflate, npz
@@ -65,6 +66,26 @@ def test_inflated_factorised_attention_starts_as_the_image_model(tmp_path):
     clips = jnp.repeat(images[:, None], 2, axis=1)
     want = image.apply({"params": params}, images)
     np.testing.assert_allclose(video.apply({"params": loaded}, clips), want, rtol=1e-4, atol=1e-4)
+
+
+def test_random_inflation_keeps_the_fresh_kernel_and_inflates_the_rest(google):
+    path = google[0]
+    model = _video(tubelet_size=2, num_frames=2, posemb="learn")
+    params = finetune.load_pretrained(path, model, (16, 16), seed=3, inflate_how="random")
+    fresh = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 2, 16, 16, 3)))["params"]
+    kernel = params["embedding"]["kernel"]
+    np.testing.assert_array_equal(kernel, fresh["embedding"]["kernel"])
+    assert kernel.shape == (2, 4, 4, 3, 16) and not np.allclose(kernel[0], kernel[1])
+    repeat = finetune.load_pretrained(path, model, (16, 16), seed=3, inflate_how="repeat")
+    image = npz.canonical(npz.read_npz(path), path)
+    np.testing.assert_allclose(repeat["embedding"]["kernel"][0] * 2, image["embedding/kernel"])
+    flat = lambda p: {"/".join(k): v for k, v in flatten_dict(p).items()}  # noqa: E731
+    got, want = flat(params), flat(repeat)
+    assert set(got) == set(want)
+    for key in set(got) - {"embedding/kernel"}:  # all else as repeat: from the image checkpoint
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    block = "Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel"
+    np.testing.assert_allclose(got[block], image[block], rtol=1e-6)
 
 
 def test_inflation_choices_and_a_video_checkpoint_are_one_line_errors(google, tmp_path):

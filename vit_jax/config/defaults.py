@@ -134,7 +134,7 @@ def base_config(model_name: str = "vit") -> ml_collections.ConfigDict:
         dict(
             path="", format="auto", posemb_resize="bilinear", skip_head=True, gelu_check=True,
             from_checkpoint=True,
-            inflate="repeat",  # vivit from an image checkpoint: repeat | central_frame
+            inflate="repeat",  # vivit from an image checkpoint: repeat | central_frame | random
         )
     )  # fmt: skip
 

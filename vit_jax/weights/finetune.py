@@ -166,7 +166,7 @@ def load_pretrained(
     """Full params for `model` at `image_shape`, initialised from a pretrained checkpoint.
 
     A `vivit` model is inflated from an image checkpoint (`vit_jax.weights.inflate`; `inflate_how`:
-    "repeat" or "central_frame"); `image_shape` is then the frames' (height, width).
+    "repeat", "central_frame" or "random"); `image_shape` is then the frames' (height, width).
 
     Encoder weights come from the checkpoint (any layout `vit_jax.weights.npz` reads, released BiT
     ResNets included) and learned position tables are interpolated to the new token grid. A

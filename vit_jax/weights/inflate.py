@@ -9,6 +9,8 @@ then each video parameter is filled by name:
   embedding/kernel      `[p, p, C, D]` → `[t, p, p, C, D]`: `repeat` (the kernel on every frame,
                         divided by t: a clip of identical frames embeds as the image does) or
                         `central_frame` (zeros but frame ⌊t/2⌋: the middle frame embeds as the image)
+                        or `random` (the video model's own fresh kernel: ViViT's "random
+                        initialisation" of the tubelet filter, everything else inflated)
   posembed_input        `learn`: the image table's patch rows tiled over time; `learn_sep`: `space` =
                         those rows, `time` = 0; fixed schemes (sincos3d, rope3d, none): no table
   cls                   the image CLS plus the table's CLS row (vivit adds no position to prefix
@@ -32,7 +34,8 @@ import numpy as np
 
 from vit_jax.models.vit import VisionTransformer
 
-INFLATIONS = ("repeat", "central_frame")
+KERNEL_INFLATIONS = ("repeat", "central_frame")
+INFLATIONS = (*KERNEL_INFLATIONS, "random")  # random: the tubelet kernel is not inflated
 
 
 def inflate_kernel(kernel: np.ndarray, t: int, how: str = "repeat") -> np.ndarray:
@@ -44,7 +47,7 @@ def inflate_kernel(kernel: np.ndarray, t: int, how: str = "repeat") -> np.ndarra
         out = np.zeros((t, *kernel.shape), kernel.dtype)
         out[t // 2] = kernel
         return out
-    raise ValueError(f"unknown inflation {how!r}; choose one of {', '.join(INFLATIONS)}")
+    raise ValueError(f"unknown inflation {how!r}; choose one of {', '.join(KERNEL_INFLATIONS)}")
 
 
 def image_twin(model, posemb: str = "learn") -> VisionTransformer:
@@ -63,7 +66,8 @@ def inflate(image_params, fresh, model, how: str = "repeat"):
     prefix = 1 if "cls" in img else 0
     for key, value in out.items():
         if key == "embedding/kernel":
-            out[key] = inflate_kernel(img["embedding/kernel"], t, how).astype(value.dtype)
+            if how != "random":  # random: keep the fresh kernel
+                out[key] = inflate_kernel(img["embedding/kernel"], t, how).astype(value.dtype)
         elif key.startswith("posembed_input/") and table is not None:
             h, w = value.shape[1:3] if key.endswith("pos_embedding") else value.shape[:2]
             space = np.asarray(table[0, prefix:]).reshape(h, w, -1)  # resized to the grid
