@@ -3,8 +3,9 @@ setting's per-seed (paired) difference to the first setting, from one or more sw
 
   python scripts/step_table.py docs/video/scratch_direction=scratch docs/video/inflation_direction
 
-Each argument is a sweep directory of `scripts/ablate.py` (optionally `=NAME`: the label of its runs
-without swept keys, "base" otherwise). A run counts once its result.json exists; its curve is the
+Each argument is a sweep directory of `scripts/ablate.py`, optionally `=NAME`: then its runs without
+swept keys are labelled NAME (else "base") and the others "NAME, <setting>" (two sweeps with the same
+settings need names). A run counts once its result.json exists; its curve is the
 "eval" rows of its metrics.jsonl. Prints two Markdown tables: mean ± std over seeds per step, and
 mean ± std of the per-seed differences to the first setting (bold: paired t-test p < 0.05, as the
 harness's paired.md), over the seeds both settings finished.
@@ -30,7 +31,14 @@ def load(args: List[str]) -> Curves:
         for path in results:
             with open(path) as f:
                 result = json.load(f)
-            label = name if name and result["label"] == "base" else result["label"]
+            label = result["label"]
+            if name:
+                label = name if label == "base" else f"{name}, {label}"
+            if result["seed"] in curves.get(label, {}):
+                raise SystemExit(
+                    f"error: two runs of {label!r} seed {result['seed']} (another sweep has the "
+                    f"same setting); name the sweeps, e.g. {sweep}=NAME"
+                )
             steps = {}
             with open(os.path.join(os.path.dirname(path), "metrics.jsonl")) as f:
                 for line in f:

@@ -58,6 +58,16 @@ def test_a_consistent_difference_is_bold(tmp_path, step_table):
     assert paired[2] == "| x=a − base | 3 | **+10.3 ± 0.6** |"
 
 
+def test_named_sweeps_keep_equal_settings_apart(tmp_path, step_table):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(one, "x=a_seed=0", "x=a", 0, {10: 0.5})
+    _run(two, "x=a_seed=0", "x=a", 0, {10: 0.7})
+    with pytest.raises(SystemExit, match="error: two runs of 'x=a' seed 0"):
+        step_table.load([str(one), str(two)])
+    curves = step_table.load([str(one), f"{two}=head"])
+    assert curves == {"x=a": {0: {10: 50.0}}, "head, x=a": {0: {10: 70.0}}}
+
+
 def test_a_sweep_without_finished_runs_is_one_error_line(tmp_path, step_table):
     (tmp_path / "runs").mkdir()
     with pytest.raises(SystemExit, match="error: no finished runs"):
