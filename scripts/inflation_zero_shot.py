@@ -5,9 +5,9 @@ on `moving_digits:digits` test clips, before any video training.
 
 Prints digit top-1 (%) on the 500 test clips of: the image model on each single frame (mean over
 the 8 frames), on the mean of a tubelet's two frames (what `repeat` embeds), and the `vivit` model
-of configs/video_digits.py inflated with its head kept (`skip_head=False`) by `repeat` and by
-`central_frame`. Both inflated models start at the image model's weights; they differ in what the
-patch kernel sees.
+of configs/video_digits.py inflated with its head kept (`skip_head=False`) by `repeat`, by
+`central_frame` and by `random` (a fresh tubelet kernel). All start at the image model's weights
+but for that kernel; they differ in what it sees.
 """
 
 import sys

@@ -138,6 +138,7 @@ def test_configs_mean_what_they_meant_before_the_rewrite():
         "cifar10_resnet.py",
         "cifar10_hybrid.py",
         "video_digits.py",
+        "video_digits_image.py",
     }  # added since
     assert sorted(before) == sorted(set(map(os.path.basename, CONFIGS)) - newer)
     for name, old in before.items():
