@@ -28,6 +28,7 @@ AT_LEAST_1 = (
     "data_threads", "model.rope_ref_grid", "rsqrt_timescale", "model.conv_layers",
     "distributed_timeout_s",
     "model.conv_kernel",  # odd and >= 3, and only with tokenizer="conv" (models/tokenizers.py)
+    "clip_frames", "clip_stride", "eval_clips",  # clip windows (vit_jax/data/options.py)
 )  # fmt: skip
 AT_LEAST_0 = (
     "seed", "warmup_steps", "log_every", "eval_every", "checkpoint_every", "prefetch",

@@ -111,18 +111,25 @@ def test_a_hung_process_is_one_line_from_the_coordinator_within_the_timeout(tmp_
     finally:
         procs[1].kill()
         procs[1].wait()
-    assert procs[0].returncode in (-signal.SIGABRT, 134), out[-3000:]  # JAX's own exit status
     assert elapsed < TIMEOUT_S + 30, elapsed  # the heartbeat timeout is distributed_timeout_s
     report = os.path.join(workdir, "crash", "process-0.log")
-    found = re.fullmatch(
+    line = (
         r"error: process 1 of 2 stopped responding at step (\d+); the last complete checkpoint "
-        r"is step (\d+) — start the same command on all hosts to resume \(JAX's report: "
-        + re.escape(report) + r"\)\n", out,
-    )  # fmt: skip
+        r"is step (\d+) — start the same command on all hosts to resume"
+    )
+    # Who notices first depends on timing: JAX's heartbeat check aborts the process (SIGABRT; the
+    # guard's line names the saved report), or a collective fails first and our own handler
+    # ends it (exit 2) while JAX's report is being printed (the guard keeps the report out).
+    if procs[0].returncode == 2:
+        found = re.fullmatch(line + r"\n", out)
+    else:
+        assert procs[0].returncode in (-signal.SIGABRT, 134), out[-3000:]  # JAX's exit status
+        found = re.fullmatch(line + r" \(JAX's report: " + re.escape(report) + r"\)\n", out)
     assert found, out[-3000:]  # the one line and nothing else: no dump, no traceback
     assert int(found[2]) == max(_complete(workdir)) and 4 <= int(found[2]) <= int(found[1])
-    with open(report) as f:
-        assert "Terminating process" in f.read()  # JAX's report is kept, not lost
+    if procs[0].returncode != 2:
+        with open(report) as f:
+            assert "Terminating process" in f.read()  # JAX's report is kept, not lost
 
 
 def test_an_unreachable_coordinator_is_one_line_within_the_timeout(tmp_path):

@@ -165,5 +165,8 @@ def exit_peer_lost(text: str) -> None:
 def _exit_with(line: str) -> None:
     with _EXITING:
         sys.stdout.flush()
-        print(f"error: {line}", file=sys.stderr, flush=True)
+        sys.stderr.flush()
+        # one write: JAX's C++ threads may be printing their report at the same moment, and a
+        # line cut by theirs would not be recognised by the stderr guard as ours
+        os.write(2, f"error: {line}\n".encode())
         os._exit(EXIT_STATUS)
