@@ -61,6 +61,22 @@ def _params(workdir):
     return checkpoint.restore(os.path.join(workdir, "checkpoints"), STEPS)["params"]
 
 
+def _signal_after_checkpoint_4(workdir, procs, sig):
+    """Sends `sig` to process 1 once checkpoint 4 is complete; returns process 0's output and
+    the seconds it took to end after the signal (process 1 is killed afterwards)."""
+    try:
+        while not any(s >= 4 for s in _complete(workdir)):
+            assert procs[0].poll() is None, procs[0].communicate()[0][-3000:]
+            time.sleep(0.05)
+        procs[1].send_signal(sig)
+        sent = time.monotonic()
+        out, _ = procs[0].communicate(timeout=TIMEOUT_S + 60)
+        return out, time.monotonic() - sent
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+
+
 def test_a_killed_process_is_one_line_and_both_rerun_resume_bitwise(tmp_path):
     straight = str(tmp_path / "straight")
     codes, outs = _finish(_start(straight, _port()))
@@ -68,14 +84,7 @@ def test_a_killed_process_is_one_line_and_both_rerun_resume_bitwise(tmp_path):
 
     workdir = str(tmp_path / "run")
     procs = _start(workdir, _port())
-    while not any(s >= 4 for s in _complete(workdir)):
-        assert procs[0].poll() is None, procs[0].communicate()[0][-3000:]
-        time.sleep(0.05)
-    procs[1].send_signal(signal.SIGKILL)
-    killed = time.monotonic()
-    out, _ = procs[0].communicate(timeout=TIMEOUT_S + 60)
-    elapsed = time.monotonic() - killed
-    procs[1].wait()
+    out, elapsed = _signal_after_checkpoint_4(workdir, procs, signal.SIGKILL)
     assert procs[0].returncode == 2, out[-3000:]
     assert elapsed < TIMEOUT_S + 10, elapsed  # within the bound (here: at the next collective)
     lines = out.strip().splitlines()
@@ -100,17 +109,7 @@ def test_a_hung_process_is_one_line_from_the_coordinator_within_the_timeout(tmp_
     JAX aborts process 0 itself; the stderr guard turns JAX's report into the one line."""
     workdir = str(tmp_path / "run")
     procs = _start(workdir, _port())
-    try:
-        while not any(s >= 4 for s in _complete(workdir)):
-            assert procs[0].poll() is None, procs[0].communicate()[0][-3000:]
-            time.sleep(0.05)
-        procs[1].send_signal(signal.SIGSTOP)
-        stopped = time.monotonic()
-        out, _ = procs[0].communicate(timeout=TIMEOUT_S + 60)
-        elapsed = time.monotonic() - stopped
-    finally:
-        procs[1].kill()
-        procs[1].wait()
+    out, elapsed = _signal_after_checkpoint_4(workdir, procs, signal.SIGSTOP)
     assert elapsed < TIMEOUT_S + 30, elapsed  # the heartbeat timeout is distributed_timeout_s
     report = os.path.join(workdir, "crash", "process-0.log")
     line = (
