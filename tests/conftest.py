@@ -1,6 +1,40 @@
-"""The test process is a command line too: it keeps freed host memory (as `vit_jax/cli.py` does
-for every CLI), so in-process training in the tests runs at the CLIs' speed."""
+"""Test-process set-up, before anything imports JAX.
 
-from vit_jax.common import host_memory
+1. One XLA compilation cache for the whole run. Most tests compile the same tiny models (and every
+   CLI subprocess, resume and rerun compiles them again); without a cache, compiling is most of the
+   suite's time. The cache is JAX's own persistent cache in a fresh folder per run, shared through
+   the environment by the xdist workers and every subprocess they start, and removed at the end, so
+   each run starts cold and nothing leaks between runs. Set JAX_COMPILATION_CACHE_DIR yourself to
+   keep one between runs (it is then left in place). A size limit switches on JAX's file lock
+   (filelock), so one process never reads an entry another is still writing.
+2. The test process is a command line too: it keeps freed host memory (as `vit_jax/cli.py` does
+   for every CLI), so in-process training in the tests runs at the CLIs' speed.
+"""
+
+import os
+import shutil
+import tempfile
+
+_OWN_CACHE = "VIT_JAX_TEST_OWNS_XLA_CACHE"
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_jax_tests_xla_cache_")
+    os.environ[_OWN_CACHE] = os.environ["JAX_COMPILATION_CACHE_DIR"]
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+
+from vit_jax.common import host_memory  # noqa: E402  (after the cache environment)
 
 host_memory.keep_freed_memory()
+
+
+def pytest_sessionfinish(session):
+    # The process that made the folder removes it (the controller, or a run without xdist); the
+    # workers inherited it and end first.
+    owned = os.environ.get(_OWN_CACHE)
+    if (
+        owned
+        and not hasattr(session.config, "workerinput")
+        and owned == os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    ):
+        shutil.rmtree(owned, ignore_errors=True)
