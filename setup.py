@@ -31,7 +31,6 @@ setup(
         # libtpu: compile for TPU topologies on any host (vit_jax.aot), or run on a TPU VM.
         "tpu": ["jax[tpu]"],
         # The AOT tool's tests compile for TPUs; pytest-xdist runs the tests on every core (-n auto);
-        # filelock: the tests share one XLA compilation cache, which JAX locks with it.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "jax[tpu]", "filelock>=3.12"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "jax[tpu]"],
     },
 )
