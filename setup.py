@@ -30,7 +30,7 @@ setup(
     extras_require={
         # libtpu: compile for TPU topologies on any host (vit_jax.aot), or run on a TPU VM.
         "tpu": ["jax[tpu]"],
-        # The AOT tool's tests compile for TPUs; pytest-xdist runs the tests on every core (-n auto);
+        # The AOT tool's tests compile for TPUs; pytest-xdist runs the tests on every core (-n auto).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "jax[tpu]"],
     },
 )
