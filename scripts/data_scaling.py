@@ -89,6 +89,9 @@ def main(argv) -> None:
             resolve_kernels(
                 config
             )  # as prepare_process did for the first: config.json says what ran
+        # Likewise every fraction of the study's default plan is reported: runs of one
+        # --fractions subset must not drop the other sizes' committed runs from summary.md.
+        shown = sorted(set(fractions) | {float(f) for f in _FRACTIONS.default})
         finished = True
         # Seed-major: every family's first seed before any second seed, so a study stopped
         # early still compares all families (the teacher family before its students).
@@ -100,12 +103,12 @@ def main(argv) -> None:
                     config, name, _WORKDIR.value, fractions, seeds, lock=_LOCK.value,
                     teacher=teacher,
                 )  # fmt: skip
-                study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
+                study.report(_WORKDIR.value, configs, shown, _SEEDS.value, _TRAIN_SIZE)
                 if not finished:
                     break
             if not finished:
                 break
-        table = study.report(_WORKDIR.value, configs, fractions, _SEEDS.value, _TRAIN_SIZE)
+        table = study.report(_WORKDIR.value, configs, shown, _SEEDS.value, _TRAIN_SIZE)
     print(table or "no finished runs yet", flush=True)
     if not finished:
         sys.exit(1)

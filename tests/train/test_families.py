@@ -5,10 +5,12 @@ import importlib.util
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers.paths import ROOT
+from tests.helpers.paths import ENV, ROOT
 from tests.helpers.tiny import tiny_config
 from vit_jax import models
 from vit_jax import train as train_lib
@@ -132,6 +134,26 @@ def test_data_scaling_sweeps_each_fraction_and_summarises(tmp_path, monkeypatch)
     # rerun: everything is done, nothing trains
     boom = lambda *a: pytest.fail("a finished run trained again")  # noqa: E731
     assert data_scaling.run_family(c, "resnet", str(tmp_path), [10, 50], 2, train_fn=boom)
+
+
+def test_data_scaling_script_summary_keeps_the_sizes_it_did_not_run(tmp_path, monkeypatch):
+    """`--fractions=2` (one size trained on this machine) must not drop the committed runs of
+    the other planned sizes from summary.md, as `--families` must not drop other families."""
+    c = _study_configs().get_config("resnet")
+    c.dataset = "digits"
+    monkeypatch.setattr(
+        data_scaling.ablation,
+        "evaluate_sizes",
+        lambda cfg, wd, sizes: ({s: dict(top1=_stand_in(cfg, wd)["eval/top1"]) for s in sizes}, 7),
+    )
+    assert data_scaling.run_family(c, "resnet", str(tmp_path), [2, 100], 1, train_fn=_stand_in)
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "data_scaling.py"), "--dataset=digits"]
+    cmd += [f"--workdir={tmp_path}", "--report_only", "--fractions=2"]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["percent"]: r["top1"] for r in rows} == pytest.approx({2.0: 0.02, 100.0: 1.0})
+    assert "| resnet |" in proc.stdout and "100%" in proc.stdout
 
 
 def test_data_scaling_distillation_takes_the_teacher_run_of_the_same_size_and_seed(
