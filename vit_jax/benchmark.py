@@ -205,6 +205,12 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     # Before the first computation (creating the model asks for the backend): CPU device count.
     cpu_devices.split_cpu(cpu_devices.choose(args.cpu_devices, [args.batch], cpu_devices.cores()))
     options = model_options(args)
+    if options.get("distill_token") and args.mode == "train":  # as config validation says
+        raise ValueError(
+            "--option=distill_token=True trains against a teacher, which the benchmark has not; "
+            "time the student with --mode=infer, or without the token (one token fewer) plus the "
+            "teacher's --mode=infer"
+        )
     model = vit_jax.create_model(args.variant, args.num_classes, args.model_name, **options)
     if args.model_name == "vivit":
         args.frames = args.frames or model.num_frames

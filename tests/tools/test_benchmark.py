@@ -288,6 +288,10 @@ RESNET_OPTIONS = ", ".join(vit_jax.models.FAMILIES.get("resnet").options)
             "drop it for --model-name=resnet",
         ),
         (["--model-name=resnet", "--variant=B/16"], "error: unknown resnet variant 'B/16'"),
+        (
+            ["--variant=Ti/16", "--option=distill_token=True"],
+            "error: --option=distill_token=True trains against a teacher",
+        ),
         (["--model-name=convnext"], "error: argument --model-name: invalid choice: 'convnext'"),
     ],
 )
