@@ -7,7 +7,8 @@
 
 Rerunning the same command skips every run with a result.json (commit them as they finish) and
 resumes an unfinished one; the summary (summary.md, summary.json, scaling.png) is rewritten after
-each run. The dataset string is part of every run's config: keep it the same across machines.
+each run, always over every family and every planned size (--families and --fractions choose only
+what trains). The dataset string is part of every run's config: keep it the same across machines.
 """
 
 import os
